@@ -1,0 +1,156 @@
+"""The Python API: train a run, load a run, and use it on numpy arrays.
+
+>>> import flaxae
+>>> cfg = flaxae.Config(train=flaxae.TrainConfig(epochs=5))
+>>> run = flaxae.train(cfg)                    # digits, dense, plain
+>>> run = flaxae.load(run.dir)                 # later, elsewhere
+>>> codes = run.encode(images)                 # (N, 32) numpy
+>>> images_again = run.decode(codes)           # in [0, 1]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from flaxae import io, viz
+from flaxae.config import Config
+from flaxae.errors import DataError, ShapeError
+from flaxae.models import Autoencoder
+
+
+@functools.partial(jax.jit, static_argnames=("model", "method"))
+def _apply(model, variables, x, method):
+  return model.apply(variables, x, method=method)
+
+
+def _images_of(x: np.ndarray, feature_shape: tuple[int, ...]) -> np.ndarray:
+  """Checks and converts inputs to float32 ``(N, *feature_shape)`` in [0, 1]."""
+  x = np.asarray(x)
+  if x.dtype == np.uint8:
+    x = x.astype(np.float32) / 255.0
+  elif np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer):
+    x = x.astype(np.float32)
+  else:
+    raise DataError(f"inputs must be numbers (uint8 or float), got dtype {x.dtype}")
+  size = int(np.prod(feature_shape))
+  if x.shape[1:] == tuple(feature_shape):
+    pass
+  elif x.ndim >= 2 and int(np.prod(x.shape[1:])) == size:
+    x = x.reshape(len(x), *feature_shape)
+  elif x.ndim >= 1 and x.size == size:
+    x = x.reshape(1, *feature_shape)
+  else:
+    raise ShapeError(
+        f"inputs of shape {x.shape} do not fit this model, which takes examples "
+        f"of shape {tuple(feature_shape)} ({size} values each)")
+  if not np.all(np.isfinite(x)):
+    raise DataError("inputs contain NaN or Inf")
+  if x.min(initial=0.0) < 0.0 or x.max(initial=0.0) > 1.0:
+    raise DataError(
+        f"float inputs must be in [0, 1], got values in "
+        f"[{x.min():.3g}, {x.max():.3g}]; scale them (uint8 is divided by 255)")
+  return x
+
+
+@dataclasses.dataclass
+class Run:
+  """A trained autoencoder with its config, history and run directory.
+
+  Attributes:
+    dir: The run directory.
+    config: Its config.
+    model: The Linen module (``encode`` / ``decode`` methods).
+    variables: ``{"params": ..., **model_state}`` for ``model.apply``.
+    history: Per-epoch metrics, as in ``metrics.jsonl``.
+    state: The full train state, when the run was trained in this process.
+  """
+
+  dir: Path
+  config: Config
+  model: Autoencoder
+  variables: dict[str, Any]
+  history: list[dict[str, Any]]
+  state: Any = None
+
+  @property
+  def feature_shape(self) -> tuple[int, ...]:
+    return tuple(self.model.feature_shape)
+
+  def _batched(self, x: np.ndarray, method: str, batch_size: int = 1024) -> np.ndarray:
+    out = [np.asarray(_apply(self.model, self.variables, x[i:i + batch_size], method))
+           for i in range(0, len(x), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0,), np.float32)
+
+  def encode(self, x: np.ndarray) -> np.ndarray:
+    """Codes of images ``x`` (uint8, or float in [0, 1])."""
+    return self._batched(_images_of(x, self.feature_shape), "encode")
+
+  def decode(self, z: np.ndarray) -> np.ndarray:
+    """Images in [0, 1] decoded from codes ``z``."""
+    z = np.asarray(z, np.float32)
+    logits = self._batched(z, "decode")
+    return np.asarray(jax.nn.sigmoid(logits))
+
+  def reconstruct(self, x: np.ndarray) -> np.ndarray:
+    """Reconstructions in [0, 1] of images ``x``."""
+    logits = self._batched(_images_of(x, self.feature_shape), "__call__")
+    return np.asarray(jax.nn.sigmoid(logits))
+
+  def evaluate(self, x: np.ndarray) -> dict[str, float]:
+    """Test figures on ``x``: the loss, BCE, MSE and PSNR (dB)."""
+    from flaxae import objectives  # pylint: disable=import-outside-toplevel
+    from flaxae.train import parallel  # pylint: disable=import-outside-toplevel
+    from flaxae.train.step import eval_step  # pylint: disable=import-outside-toplevel
+
+    x = _images_of(x, self.feature_shape)
+    mesh = parallel.make_mesh(1)
+    eval_jit = parallel.make_eval(functools.partial(
+        eval_step, model=self.model, objective=objectives.get(self.config.model.kind),
+        cfg=self.config.model, rng=jax.random.key(self.config.train.seed)), mesh)
+    out = parallel.evaluate(eval_jit, self.variables, x,
+                            self.config.train.eval_batch_size, 1)
+    out["psnr"] = float(10.0 * np.log10(1.0 / max(out["mse"], 1e-12)))
+    return out
+
+  def write_outputs(self, ds, num_images: int = 10) -> dict[str, float]:
+    """Writes ``eval.json`` and ``reconstructions.png`` for the test set."""
+    figures = self.evaluate(ds.test_x)
+    io.write_json(self.dir / "eval.json", figures)
+    x = ds.test_x[:num_images]
+    viz.save_reconstructions(x, self.reconstruct(x), self.dir / "reconstructions.png",
+                             image_shape=self.feature_shape)
+    return figures
+
+
+def train(config: Config, *, progress: bool = True) -> Run:
+  """Trains (or resumes) the run ``config`` describes; see ``train_and_evaluate``."""
+  from flaxae.train.loop import train_and_evaluate  # pylint: disable=import-outside-toplevel
+  return train_and_evaluate(config, progress=progress)
+
+
+def load(run_dir: str | os.PathLike, step: int | None = None) -> Run:
+  """The run in ``run_dir`` at its latest (or the given) checkpoint."""
+  from flaxae.train.loop import MetricsLogger, restore_state  # pylint: disable=import-outside-toplevel
+  cfg, model, state, _ = restore_state(run_dir, step=step)
+  history = MetricsLogger(run_dir, enabled=False).history()
+  return Run(Path(run_dir), cfg, model, {"params": state.params, **state.model_state},
+             history, state=state)
+
+
+def encode(run: Run, x: np.ndarray) -> np.ndarray:
+  return run.encode(x)
+
+
+def decode(run: Run, z: np.ndarray) -> np.ndarray:
+  return run.decode(z)
+
+
+def reconstruct(run: Run, x: np.ndarray) -> np.ndarray:
+  return run.reconstruct(x)

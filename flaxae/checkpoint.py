@@ -1,0 +1,79 @@
+"""Checkpoints: the only module that imports Orbax.
+
+A checkpoint holds the whole :class:`~flaxae.train.state.TrainState` (params,
+optimizer state, step — the position in the data order — and the run key) and
+a JSON item with the full config and progress. Orbax writes each step to a
+temporary directory and renames it when complete, so a killed save is never
+restored.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from flaxae.errors import CheckpointError
+
+
+class Checkpointer:
+  """Saves and restores train states under ``directory``, keeping the last ``keep``."""
+
+  def __init__(self, directory: str | os.PathLike, keep: int = 3):
+    self.directory = os.path.abspath(os.fspath(directory))
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=True, enable_async_checkpointing=True,
+        cleanup_tmp_directories=True)
+    self._manager = ocp.CheckpointManager(
+        self.directory, options=options, item_names=("state", "meta"))
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
+    """Starts saving ``state`` and ``meta`` as ``step`` (finishes in background)."""
+    self._manager.save(
+        step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                      meta=ocp.args.JsonSave(meta)),
+        force=True)
+
+  def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict]:
+    """The state (shaped and sharded like ``abstract_state``) and meta of ``step``.
+
+    Args:
+      abstract_state: A tree of ``jax.ShapeDtypeStruct`` with shardings, e.g.
+        from ``jax.eval_shape`` of the state's initialiser.
+      step: Which checkpoint; the latest if None.
+    """
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise CheckpointError(f"no checkpoint in {self.directory}")
+    try:
+      restored = self._manager.restore(
+          step, args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(abstract_state),
+              meta=ocp.args.JsonRestore()))
+    except Exception as e:  # Orbax raises many types for a damaged directory.
+      raise CheckpointError(
+          f"checkpoint {step} in {self.directory} cannot be read "
+          f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
+          "delete that step's folder to fall back to an earlier one") from e
+    return restored.state, dict(restored.meta)
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+def abstract_like(tree: Any) -> Any:
+  """``jax.ShapeDtypeStruct`` leaves (with shardings) for a tree of arrays."""
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)

@@ -1,0 +1,93 @@
+"""The ``flaxae`` command: a thin layer over the library.
+
+``flaxae train --model.widths=784,256,64 --train.epochs=50`` overrides any
+config field; ``flaxae eval RUN_DIR`` evaluates a run. Problems the user can
+fix are one line on stderr and exit status 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import typing
+from typing import Annotated
+
+import tyro
+
+from flaxae.config import Config
+from flaxae.errors import FlaxaeError
+
+_registry = tyro.constructors.ConstructorRegistry()
+
+
+@_registry.primitive_rule
+def _int_tuple_rule(info: tyro.constructors.PrimitiveTypeInfo):
+  """``tuple[int, ...]`` from ``784,256,64`` (or ``784 256 64``)."""
+  if typing.get_origin(info.type) is not tuple or typing.get_args(info.type) != (int, ...):
+    return None
+
+  def parse(args: list[str]) -> tuple[int, ...]:
+    parts = [p for a in args for p in a.split(",") if p.strip()]
+    try:
+      return tuple(int(p) for p in parts)
+    except ValueError as e:
+      raise ValueError(f"expected integers separated by commas, got {' '.join(args)!r}") from e
+
+  return tyro.constructors.PrimitiveConstructorSpec(
+      nargs="*", metavar="INT,INT,...", instance_from_str=parse,
+      is_instance=lambda x: isinstance(x, tuple),
+      str_from_instance=lambda x: [",".join(map(str, x))])
+
+
+def train(cfg: Annotated[Config, tyro.conf.arg(name="")], progress: bool = True) -> None:
+  """Train an autoencoder (or resume the run in --run_dir)."""
+  from flaxae.api import train as train_run  # pylint: disable=import-outside-toplevel
+  run = train_run(cfg, progress=progress)
+  last = run.history[-1] if run.history else {}
+  summary = {k: round(v, 6) for k, v in last.items() if k.startswith("test/")}
+  print(f"run directory: {run.dir.resolve()}")
+  if summary:
+    print("final epoch:", json.dumps(summary))
+
+
+def evaluate(run_dir: tyro.conf.Positional[str], json_out: str = "") -> None:
+  """Evaluate a run on its test set: loss, BCE, MSE and PSNR.
+
+  Args:
+    run_dir: The run directory.
+    json_out: Also write the figures to this JSON file.
+  """
+  # pylint: disable=import-outside-toplevel
+  from flaxae import io
+  from flaxae.api import load
+  from flaxae.data import load_dataset
+  run = load(run_dir)
+  figures = run.evaluate(load_dataset(run.config.data, run.config.train.seed).test_x)
+  if json_out:
+    io.write_json(json_out, figures)
+  width = max(map(len, figures))
+  for k, v in figures.items():
+    print(f"{k:<{width}}  {v:.6f}")
+
+
+COMMANDS = {"train": train, "eval": evaluate}
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  debug = "--debug" in argv
+  argv = [a for a in argv if a != "--debug"]
+  try:
+    tyro.extras.subcommand_cli_from_dict(
+        COMMANDS, args=argv, prog="flaxae", use_underscores=True, registry=_registry,
+        description="Autoencoders in JAX/Flax. Add --debug to any command for tracebacks.")
+  except FlaxaeError as e:
+    if debug:
+      raise
+    print(f"flaxae: error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,259 @@
+"""Typed, frozen configuration: the single source of truth for a run.
+
+Every field can be overridden from the command line (``--model.widths=256,64``,
+``--train.epochs=50``); see :mod:`flaxae.cli`. Configs round-trip through plain
+dicts (``to_dict`` / ``from_dict``) so a run directory stores them as JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from typing import Any, Literal
+
+from flaxae.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Where the images come from and how they are split.
+
+  Attributes:
+    name: ``digits`` (scikit-learn, offline default), ``mnist``, ``fashion_mnist``
+      or ``idx`` (a folder of IDX files, see ``dir``), ``npy`` (a ``.npy`` or
+      ``.npz`` file, see ``path``) or ``tfds:<name>`` (TensorFlow Datasets).
+    dir: Folder of the IDX files, or the TFDS data directory.
+    path: The ``.npy`` / ``.npz`` file for ``name=npy``.
+    test_fraction: Held-out share for sources without a test split of their own.
+    limit_train: Use at most this many training examples (0: all).
+    limit_test: Use at most this many test examples (0: all).
+    binarize: Threshold pixels at 0.5 (for Bernoulli likelihoods).
+  """
+
+  name: str = "digits"
+  dir: str = ""
+  path: str = ""
+  test_fraction: float = 0.2
+  limit_train: int = 0
+  limit_test: int = 0
+  binarize: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """The backbone (``arch``) and the objective (``kind``) of an autoencoder.
+
+  Attributes:
+    arch: ``dense`` or ``conv``.
+    kind: The objective: ``plain`` (more in :mod:`flaxae.objectives`).
+    widths: Dense encoder widths from the first hidden layer to the code; the
+      decoder mirrors them. A leading entry equal to the input width is read as
+      the input (``784,256,64`` is ``256,64`` on 784-pixel data).
+    activation: Hidden activation: relu, gelu, silu, elu, tanh, sigmoid, leaky_relu.
+    channels: Conv encoder channels, one stride-2 convolution each; the decoder
+      mirrors them with stride-2 transposed convolutions.
+    kernel_size: Conv kernel size.
+    latent_dim: Conv code size (flattened, then dense); 0 keeps a spatial code.
+    loss: Reconstruction loss: ``bce`` (from logits), ``mse``, ``l1``, ``huber``.
+  """
+
+  arch: Literal["dense", "conv"] = "dense"
+  kind: str = "plain"
+  widths: tuple[int, ...] = (128, 32)
+  activation: str = "relu"
+  channels: tuple[int, ...] = (32, 64)
+  kernel_size: int = 3
+  latent_dim: int = 32
+  loss: Literal["bce", "mse", "l1", "huber"] = "bce"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Optimisation, parallelism and the length of the run.
+
+  Attributes:
+    seed: Seeds the parameters, the data order and every random draw.
+    epochs: Passes over the training set.
+    batch_size: Global batch size (split over all devices).
+    optimizer: adam, adamw, sgd or rmsprop.
+    learning_rate: Peak learning rate.
+    momentum: Momentum for sgd (0: plain SGD) and rmsprop.
+    weight_decay: Decoupled weight decay (adamw; added as L2 to others).
+    schedule: constant, cosine, or warmup_cosine.
+    warmup_steps: Linear warm-up steps for warmup_cosine.
+    clip_norm: Clip the global gradient norm to this (0: no clipping).
+    strategy: ``jit`` (jit + NamedSharding) or ``shard_map`` (per-device code
+      with ``lax.pmean`` on the gradients).
+    num_devices: Use this many devices (0: all).
+    steps_per_call: Steps fused into one compiled call (0: a whole epoch).
+    max_bad_steps: Stop after this many consecutive steps with a non-finite
+      loss or gradient (each is skipped, leaving the parameters unchanged).
+    eval_batch_size: Batch size for evaluation.
+  """
+
+  seed: int = 0
+  epochs: int = 10
+  batch_size: int = 128
+  optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+  learning_rate: float = 1e-3
+  momentum: float = 0.9
+  weight_decay: float = 0.0
+  schedule: Literal["constant", "cosine", "warmup_cosine"] = "constant"
+  warmup_steps: int = 0
+  clip_norm: float = 0.0
+  strategy: Literal["jit", "shard_map"] = "jit"
+  num_devices: int = 0
+  steps_per_call: int = 0
+  max_bad_steps: int = 10
+  eval_batch_size: int = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+  """When to save and how many checkpoints to keep.
+
+  Attributes:
+    every_steps: Save every this many steps (0: at the end of every epoch).
+    keep: Keep the last this many checkpoints.
+  """
+
+  every_steps: int = 0
+  keep: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """A whole run.
+
+  Attributes:
+    run_dir: Where config, checkpoints, metrics and pictures go (default
+      ``runs/<data>-<arch>-<kind>``). An existing run directory is resumed.
+  """
+
+  data: DataConfig = DataConfig()
+  model: ModelConfig = ModelConfig()
+  train: TrainConfig = TrainConfig()
+  checkpoint: CheckpointConfig = CheckpointConfig()
+  run_dir: str = ""
+
+  def resolved_run_dir(self) -> str:
+    if self.run_dir:
+      return self.run_dir
+    data = self.data.name.replace(":", "-").replace("/", "-")
+    return f"runs/{data}-{self.model.arch}-{self.model.kind}"
+
+
+_POSITIVE = {
+    "train.epochs", "train.batch_size", "model.kernel_size", "checkpoint.keep",
+    "train.max_bad_steps", "train.eval_batch_size",
+}
+_NON_NEGATIVE = {
+    "train.learning_rate", "train.weight_decay", "train.warmup_steps",
+    "train.clip_norm", "train.num_devices", "train.momentum",
+    "checkpoint.every_steps", "data.limit_train", "data.limit_test",
+    "model.latent_dim", "train.steps_per_call",
+}
+
+
+def validate(cfg: Config) -> Config:
+  """Checks ranges and names that types alone cannot; returns ``cfg``."""
+  flat = _flatten(to_dict(cfg))
+  for key in _POSITIVE:
+    if flat[key] <= 0:
+      raise ConfigError(f"{key} must be positive, got {flat[key]}")
+  for key in _NON_NEGATIVE:
+    if flat[key] < 0:
+      raise ConfigError(f"{key} must not be negative, got {flat[key]}")
+  if not 0.0 < cfg.data.test_fraction < 1.0:
+    raise ConfigError(
+        f"data.test_fraction must be in (0, 1), got {cfg.data.test_fraction}")
+  for name in ("widths", "channels"):
+    sizes = getattr(cfg.model, name)
+    if not sizes or any(s <= 0 for s in sizes):
+      raise ConfigError(
+          f"model.{name} must be a non-empty list of positive sizes, got "
+          f"{','.join(map(str, sizes)) or '(empty)'}")
+  # Imported here: the registries import this module.
+  from flaxae import models, objectives  # pylint: disable=import-outside-toplevel
+  models.check_activation(cfg.model.activation)
+  objectives.get(cfg.model.kind)
+  return cfg
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+  """A JSON-ready nested dict (tuples become lists)."""
+  return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def from_dict(d: dict[str, Any], cls: type = Config) -> Any:
+  """Builds a config from a nested dict, refusing unknown keys and bad types."""
+  if not isinstance(d, dict):
+    raise ConfigError(f"expected a mapping for {cls.__name__}, got {d!r}")
+  hints = typing.get_type_hints(cls)
+  known = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(d) - known)
+  if unknown:
+    raise ConfigError(
+        f"unknown config key(s) {', '.join(unknown)} in {cls.__name__}; "
+        f"known: {', '.join(sorted(known))}")
+  kwargs = {}
+  for key, value in d.items():
+    kwargs[key] = _coerce(value, hints[key], f"{cls.__name__}.{key}")
+  return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+  if dataclasses.is_dataclass(hint):
+    return from_dict(value, hint)
+  origin = typing.get_origin(hint)
+  if origin is tuple:
+    (elem, _) = typing.get_args(hint)
+    if not isinstance(value, (list, tuple)):
+      raise ConfigError(f"{where} must be a list, got {value!r}")
+    return tuple(_coerce(v, elem, where) for v in value)
+  if origin is Literal:
+    if value not in typing.get_args(hint):
+      raise ConfigError(
+          f"{where} must be one of {', '.join(map(str, typing.get_args(hint)))}, "
+          f"got {value!r}")
+    return value
+  if origin in (typing.Union, types.UnionType):
+    return value
+  if hint is float and isinstance(value, int) and not isinstance(value, bool):
+    return float(value)
+  if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+    raise ConfigError(
+        f"{where} must be of type {hint.__name__}, got {value!r}")
+  return value
+
+
+def replace(cfg: Config, **sections: dict[str, Any]) -> Config:
+  """``replace(cfg, train={"epochs": 3})``: a copy with some fields changed."""
+  d = to_dict(cfg)
+  for section, fields in sections.items():
+    if isinstance(fields, dict):
+      d[section].update(fields)
+    else:
+      d[section] = fields
+  return from_dict(d)
+
+
+def fingerprint(cfg: Config) -> str:
+  """A short hash of what defines the model's function (data and model)."""
+  blob = json.dumps({"data": to_dict(cfg.data), "model": to_dict(cfg.model)},
+                    sort_keys=True)
+  return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, dict):
+      out.update(_flatten(v, key + "."))
+    else:
+      out[key] = v
+  return out

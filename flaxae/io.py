@@ -1,0 +1,66 @@
+"""Atomic file writes: a kill never leaves a half file in place of a good one."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from flaxae.errors import OutputError
+
+
+def check_output(path: str | os.PathLike, overwrite: bool = True) -> Path:
+  """Checks that ``path`` can be written: its folder exists and is writable.
+
+  Raises:
+    OutputError: the folder is missing or read-only, or ``path`` exists and
+      ``overwrite`` is False.
+  """
+  path = Path(path)
+  folder = path.parent if str(path.parent) else Path(".")
+  if not folder.is_dir():
+    raise OutputError(f"cannot write {path}: folder {folder} does not exist")
+  if not os.access(folder, os.W_OK):
+    raise OutputError(f"cannot write {path}: folder {folder} is not writable")
+  if path.exists() and not overwrite:
+    raise OutputError(f"{path} exists; pass --overwrite to replace it")
+  return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+  """Yields a temporary path beside ``path``; renames it over ``path`` on success.
+
+  The temporary file keeps ``path``'s suffix (so libraries that look at it,
+  like matplotlib, pick the right format) and is removed on failure.
+  """
+  path = check_output(path, overwrite)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                             suffix=f".tmp{path.suffix}")
+  os.close(fd)
+  try:
+    yield Path(tmp)
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(FileNotFoundError):
+      os.unlink(tmp)
+    raise
+
+
+def write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = True) -> None:
+  with atomic_path(path, overwrite) as tmp:
+    with open(tmp, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+
+
+def write_text(path: str | os.PathLike, text: str, overwrite: bool = True) -> None:
+  write_bytes(path, text.encode(), overwrite)
+
+
+def write_json(path: str | os.PathLike, obj: Any, overwrite: bool = True) -> None:
+  write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", overwrite)

@@ -1,0 +1,59 @@
+"""Per-epoch metrics to JSONL and TensorBoard event files (no TensorFlow)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from flaxae import io
+
+
+class MetricsLogger:
+  """Appends one JSON object per epoch to ``metrics.jsonl`` and TensorBoard.
+
+  On resume, :meth:`truncate` drops records written after the restored step,
+  so the history matches the parameters.
+  """
+
+  def __init__(self, run_dir: str | os.PathLike, enabled: bool = True):
+    self.path = Path(run_dir) / "metrics.jsonl"
+    self.enabled = enabled
+    self._tb = None
+    if enabled:
+      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+      self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+
+  def history(self) -> list[dict[str, Any]]:
+    if not self.path.exists():
+      return []
+    records = []
+    for line in self.path.read_text().splitlines():
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:
+        break  # A torn last line from a kill: drop it.
+    return records
+
+  def truncate(self, step: int) -> list[dict[str, Any]]:
+    """Keeps the records up to ``step``; returns them."""
+    kept = [r for r in self.history() if r["step"] <= step]
+    if self.enabled and self.path.exists():
+      io.write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+    return kept
+
+  def write(self, record: dict[str, Any]) -> None:
+    if not self.enabled:
+      return
+    with open(self.path, "a", encoding="utf-8") as f:
+      f.write(json.dumps(record) + "\n")
+      f.flush()
+    for k, v in record.items():
+      if k != "step" and isinstance(v, (int, float)):
+        self._tb.add_scalar(k, v, record["step"])
+    self._tb.flush()
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()

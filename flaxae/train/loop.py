@@ -1,0 +1,294 @@
+"""``train_and_evaluate``: config → data → model + objective → step → loop.
+
+Thin by design: each labelled section hands one thing to the next. The loop
+runs compiled chunks of steps (a whole epoch by default), reads metrics once
+per chunk, evaluates and logs once per epoch, and checkpoints on a fixed
+schedule of steps so that an interrupted run, resumed, follows exactly the
+same sequence of compiled calls and ends bit-identical.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from flaxae import config as config_lib
+from flaxae import io, objectives
+from flaxae.checkpoint import Checkpointer
+from flaxae.config import Config
+from flaxae.data import Dataset, load_dataset
+from flaxae.errors import CheckpointError, TrainingError
+from flaxae.models import Autoencoder, build_model
+from flaxae.train import parallel
+from flaxae.train.logger import MetricsLogger
+from flaxae.train.optimizer import make_optimizer
+from flaxae.train.state import TrainState, create_state
+from flaxae.train.step import eval_step, train_step
+
+CONFIG_FILE = "config.json"
+RUN_FILE = "run.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclasses.dataclass
+class Schedule:
+  """Where compiled calls end: epoch ends, call boundaries and checkpoints."""
+
+  steps_per_epoch: int
+  total_steps: int
+  steps_per_call: int
+  checkpoint_every: int
+
+  def next_stop(self, step: int) -> int:
+    spe = self.steps_per_epoch
+    epoch_end = (step // spe + 1) * spe
+    stops = [epoch_end, self.total_steps]
+    if self.steps_per_call:
+      in_epoch = step % spe
+      stops.append(step - in_epoch + (in_epoch // self.steps_per_call + 1) * self.steps_per_call)
+    if self.checkpoint_every:
+      stops.append((step // self.checkpoint_every + 1) * self.checkpoint_every)
+    return min(stops)
+
+  def is_checkpoint(self, step: int) -> bool:
+    if step == self.total_steps:
+      return True
+    if self.checkpoint_every:
+      return step % self.checkpoint_every == 0
+    return step % self.steps_per_epoch == 0
+
+
+def _check_resumable(saved: Config, cfg: Config, run_dir: Path) -> None:
+  """A run directory only resumes the run that made it (epochs may grow)."""
+  mine = config_lib.to_dict(cfg)
+  theirs = config_lib.to_dict(saved)
+  diffs = []
+  for section in ("data", "model", "train"):
+    for key, value in mine[section].items():
+      if section == "train" and key == "epochs":
+        continue
+      if theirs[section].get(key) != value:
+        diffs.append(f"{section}.{key}: {theirs[section].get(key)!r} → {value!r}")
+  if diffs:
+    raise CheckpointError(
+        f"run directory {run_dir} was made with another config ({'; '.join(diffs)}); "
+        "use a new --run_dir or the same settings")
+
+
+def read_config(run_dir: str | Path) -> Config:
+  path = Path(run_dir) / CONFIG_FILE
+  if not path.exists():
+    raise CheckpointError(f"{run_dir} is not a flaxae run directory (no {CONFIG_FILE})")
+  try:
+    return config_lib.from_dict(json.loads(path.read_text()))
+  except json.JSONDecodeError as e:
+    raise CheckpointError(f"{path} is not valid JSON ({e})") from e
+
+
+def build(cfg: Config, feature_shape: tuple[int, ...], steps_per_epoch: int,
+          mesh: jax.sharding.Mesh):
+  """Model, objective, optimizer and a sharded abstract state."""
+  model = build_model(cfg.model, feature_shape)
+  objective = objectives.get(cfg.model.kind)
+  tx = make_optimizer(cfg.train, steps_per_epoch * cfg.train.epochs)
+  example = np.zeros((1, *feature_shape), np.float32)
+  init = functools.partial(create_state, model, tx, example, cfg.train.seed)
+  rep = parallel.replicated(mesh)
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
+      jax.eval_shape(init))
+  return model, objective, tx, init, abstract
+
+
+class _StopRequest:
+  """Turns SIGINT/SIGTERM into a flag the loop checks between compiled calls."""
+
+  def __init__(self):
+    self.signum = None
+    self._old = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGINT, signal.SIGTERM):
+      try:
+        self._old[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # Not the main thread: leave signals alone.
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.signum is not None:  # Second signal: give up at once.
+      raise KeyboardInterrupt
+    self.signum = signum
+
+  def __exit__(self, *exc):
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
+
+
+def train_and_evaluate(cfg: Config, *, progress: bool = True,
+                       stop_after_steps: int | None = None) -> "Run":
+  """Trains (or resumes) the run ``cfg`` describes and evaluates it.
+
+  Args:
+    cfg: The run's config.
+    progress: Show a progress bar on stderr.
+    stop_after_steps: Stop (with a checkpoint) once this many steps are done;
+      for tests of interruption and for time-boxed jobs.
+
+  Returns:
+    The trained :class:`~flaxae.api.Run`.
+  """
+  from flaxae.api import Run  # pylint: disable=import-outside-toplevel
+  from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+
+  # --- Config and run directory -------------------------------------------
+  cfg = config_lib.validate(cfg)
+  run_dir = Path(cfg.resolved_run_dir())
+  if (run_dir / CONFIG_FILE).exists():
+    _check_resumable(read_config(run_dir), cfg, run_dir)
+  run_dir.mkdir(parents=True, exist_ok=True)
+  io.write_json(run_dir / CONFIG_FILE, config_lib.to_dict(cfg))
+
+  # --- Data ----------------------------------------------------------------
+  ds: Dataset = load_dataset(cfg.data, cfg.train.seed)
+  num_train, batch_size = len(ds.train_x), cfg.train.batch_size
+
+  # --- Mesh, model, objective, optimizer -----------------------------------
+  mesh = parallel.make_mesh(cfg.train.num_devices)
+  parallel.check_batch(batch_size, mesh, num_train)
+  steps_per_epoch = num_train // batch_size
+  schedule = Schedule(
+      steps_per_epoch=steps_per_epoch,
+      total_steps=steps_per_epoch * cfg.train.epochs,
+      steps_per_call=cfg.train.steps_per_call,
+      checkpoint_every=cfg.checkpoint.every_steps)
+  model, objective, tx, init, abstract = build(
+      cfg, ds.feature_shape, schedule.steps_per_epoch, mesh)
+  io.write_json(run_dir / RUN_FILE, {
+      "feature_shape": list(ds.feature_shape),
+      "steps_per_epoch": schedule.steps_per_epoch,
+      "num_train": num_train, "num_test": len(ds.test_x),
+      "fingerprint": config_lib.fingerprint(cfg),
+  })
+
+  # --- Compiled step and the data on the devices ---------------------------
+  step_fn = functools.partial(train_step, model=model, objective=objective, tx=tx,
+                              cfg=cfg.model)
+  state_sharding = jax.tree.map(lambda x: x.sharding, abstract)
+  chunk = parallel.make_train_chunk(
+      step_fn, mesh, cfg.train.strategy, batch_size=batch_size,
+      num_examples=num_train, state_sharding=state_sharding)
+  eval_jit = parallel.make_eval(
+      functools.partial(eval_step, model=model, objective=objective, cfg=cfg.model,
+                        rng=jax.random.key(cfg.train.seed)), mesh)
+  train_data = jax.device_put(ds.train_x, parallel.replicated(mesh))
+
+  # --- State: restored, or born sharded -------------------------------------
+  ckpt = Checkpointer(run_dir / CHECKPOINT_DIR, keep=cfg.checkpoint.keep)
+  logger = MetricsLogger(run_dir, enabled=jax.process_index() == 0)
+  if ckpt.latest_step() is not None:
+    state, _ = ckpt.restore(abstract)
+  else:
+    state = jax.jit(init, out_shardings=state_sharding)()
+  step = int(state.step)
+  history = logger.truncate(step)
+
+  # --- Loop -----------------------------------------------------------------
+  bar = tqdm(total=schedule.total_steps, initial=step, unit="step",
+             disable=not progress or jax.process_index() != 0, file=sys.stderr,
+             dynamic_ncols=True)
+  epoch_sums: dict[str, float] = {}
+  epoch_steps, epoch_start = 0, time.perf_counter()
+  limit = schedule.total_steps if stop_after_steps is None else min(
+      stop_after_steps, schedule.total_steps)
+  try:
+    with _StopRequest() as stop:
+      while step < limit and stop.signum is None:
+        end = min(schedule.next_stop(step), limit)
+        state, metrics = chunk(state, train_data, end - step)
+        metrics = jax.device_get(metrics)
+        n = end - step
+        for k, v in metrics.items():
+          epoch_sums[k] = epoch_sums.get(k, 0.0) + float(v) * n
+        epoch_steps += n
+        step = end
+        bar.update(n)
+        bar.set_postfix(loss=f"{float(metrics['loss']):.4f}")
+        if int(state.bad_streak) >= cfg.train.max_bad_steps:
+          raise TrainingError(
+              f"{int(state.bad_streak)} consecutive steps had a non-finite loss or "
+              f"gradient (train.max_bad_steps={cfg.train.max_bad_steps}); the last "
+              f"good checkpoint is kept in {ckpt.directory}. Lower "
+              "train.learning_rate, set train.clip_norm, or check the data")
+        if step % schedule.steps_per_epoch == 0:
+          seconds = time.perf_counter() - epoch_start
+          record = {
+              "step": step, "epoch": step // schedule.steps_per_epoch,
+              **{f"train/{k}": v / epoch_steps for k, v in epoch_sums.items()},
+              **{f"test/{k}": v for k, v in parallel.evaluate(
+                  eval_jit, {"params": state.params, **state.model_state},
+                  ds.test_x, cfg.train.eval_batch_size, mesh.devices.size).items()},
+              "samples_per_s": epoch_steps * batch_size / seconds,
+              "seconds": seconds,
+          }
+          history.append(record)
+          logger.write(record)
+          bar.set_postfix(loss=f"{record['train/loss']:.4f}",
+                          test=f"{record['test/loss']:.4f}",
+                          sps=f"{record['samples_per_s']:.0f}")
+          epoch_sums, epoch_steps, epoch_start = {}, 0, time.perf_counter()
+        if schedule.is_checkpoint(step) or step == limit or stop.signum is not None:
+          ckpt.save(step, state, _meta(cfg, step, schedule))
+  finally:
+    bar.close()
+    ckpt.close()
+    logger.close()
+
+  run = Run(run_dir, cfg, model, {"params": state.params, **state.model_state},
+            history, state=state)
+  # --- Outputs --------------------------------------------------------------
+  if step == schedule.total_steps and jax.process_index() == 0:
+    run.write_outputs(ds)
+  return run
+
+
+def _meta(cfg: Config, step: int, schedule: Schedule) -> dict[str, Any]:
+  return {
+      "step": step,
+      "epoch": step // schedule.steps_per_epoch,
+      "step_in_epoch": step % schedule.steps_per_epoch,
+      "steps_per_epoch": schedule.steps_per_epoch,
+      "config": config_lib.to_dict(cfg),
+  }
+
+
+def restore_state(run_dir: str | Path, cfg: Config | None = None,
+                  step: int | None = None) -> tuple[Config, Autoencoder, TrainState, dict]:
+  """Config, model and train state of a run directory's checkpoint."""
+  run_dir = Path(run_dir)
+  cfg = cfg or read_config(run_dir)
+  info_path = run_dir / RUN_FILE
+  if not info_path.exists():
+    raise CheckpointError(f"{run_dir} has no {RUN_FILE}; was it trained?")
+  info = json.loads(info_path.read_text())
+  mesh = parallel.make_mesh(1)
+  model, _, _, _, abstract = build(
+      cfg, tuple(info["feature_shape"]), info["steps_per_epoch"], mesh)
+  ckpt = Checkpointer(run_dir / CHECKPOINT_DIR, keep=cfg.checkpoint.keep)
+  try:
+    if ckpt.latest_step() is None:
+      raise CheckpointError(f"no checkpoint in {run_dir / CHECKPOINT_DIR}; train first")
+    state, meta = ckpt.restore(abstract, step)
+  finally:
+    ckpt.close()
+  return cfg, model, state, meta

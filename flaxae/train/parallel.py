@@ -1,0 +1,146 @@
+"""Data parallelism: the mesh, the shardings, and the jitted epoch chunk.
+
+Two strategies run the same pure :func:`~flaxae.train.step.train_step`:
+
+* ``jit``: global-view code; the batch is sharded on the mesh's ``data`` axis
+  with ``NamedSharding`` and XLA inserts the gradient all-reduce.
+* ``shard_map``: the per-device (pmap) programming model; each device runs the
+  step on its shard and ``lax.pmean`` averages gradients explicitly.
+
+Many steps are fused into one compiled call with ``lax.scan``. The training
+set lives on the devices (replicated) and each epoch's order is a permutation
+drawn on device from the run key and the epoch number, so the position in the
+data order is the step counter alone.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from flaxae.errors import ConfigError, ShapeError
+
+DATA_AXIS = "data"
+_DATA_ORDER_TAG = 0x0DA7A  # Separates the data-order stream from the steps' keys.
+
+
+def make_mesh(num_devices: int = 0) -> Mesh:
+  """A 1-D ``data`` mesh over the first ``num_devices`` devices (0: all)."""
+  devices = jax.devices()
+  if num_devices > len(devices):
+    raise ConfigError(
+        f"train.num_devices={num_devices} but only {len(devices)} "
+        f"{devices[0].platform} device(s) are available")
+  devices = devices[:num_devices or len(devices)]
+  return jax.make_mesh((len(devices),), (DATA_AXIS,),
+                       axis_types=(AxisType.Auto,), devices=devices)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def check_batch(batch_size: int, mesh: Mesh, num_examples: int) -> None:
+  """Refuses a global batch that does not split evenly over the devices, or
+  that is larger than the training set."""
+  n = mesh.devices.size
+  if batch_size % n:
+    raise ConfigError(
+        f"batch size {batch_size} is not divisible by the number of devices "
+        f"{n}; use a multiple of {n} (or set train.num_devices)")
+  if batch_size > num_examples:
+    raise ShapeError(
+        f"batch size {batch_size} is larger than the training set "
+        f"({num_examples} examples); lower train.batch_size")
+
+
+def epoch_order(rng: jnp.ndarray, epoch: jnp.ndarray, num_examples: int) -> jnp.ndarray:
+  """The permutation of the training set used in ``epoch``."""
+  key = jax.random.fold_in(jax.random.wrap_key_data(rng), _DATA_ORDER_TAG)
+  return jax.random.permutation(jax.random.fold_in(key, epoch), num_examples)
+
+
+def per_device_step(step_fn: Callable, mesh: Mesh, strategy: str) -> Callable:
+  """``step_fn(state, batch, axis_name=...)`` as the chosen strategy runs it."""
+  if strategy == "jit":
+    sharding = batch_sharded(mesh)
+
+    def step(state, batch):
+      return step_fn(state, lax.with_sharding_constraint(batch, sharding))
+
+    return step
+  if strategy == "shard_map":
+    # check_vma=False is pmap's model: each device differentiates its own loss
+    # and the step averages gradients with an explicit lax.pmean. (With vma
+    # checks on, the gradient of replicated parameters would come back already
+    # summed over devices, and the pmean would be wrong.)
+    return jax.shard_map(
+        functools.partial(step_fn, axis_name=DATA_AXIS), mesh=mesh,
+        in_specs=(P(), P(DATA_AXIS)), out_specs=(P(), P()), check_vma=False)
+  raise ConfigError(f"unknown train.strategy {strategy!r}; known: jit, shard_map")
+
+
+def make_train_chunk(step_fn: Callable, mesh: Mesh, strategy: str, *,
+                     batch_size: int, num_examples: int, state_sharding) -> Callable:
+  """A jitted ``chunk(state, data, length) -> (state, metrics)``.
+
+  Runs ``length`` (static) steps from ``state.step`` with ``lax.scan``, all in
+  one epoch; ``metrics`` are the chunk's means. ``state`` is donated.
+  """
+  check_batch(batch_size, mesh, num_examples)
+  steps_per_epoch = num_examples // batch_size
+  step = per_device_step(step_fn, mesh, strategy)
+
+  def chunk(state, data, length):
+    epoch = state.step // steps_per_epoch
+    start = (state.step % steps_per_epoch) * batch_size
+    order = epoch_order(state.rng, epoch, num_examples)
+
+    def body(state, i):
+      idx = lax.dynamic_slice(order, (start + i * batch_size,), (batch_size,))
+      return step(state, jnp.take(data, idx, axis=0))
+
+    state, metrics = lax.scan(body, state, jnp.arange(length))
+    return state, jax.tree.map(jnp.mean, metrics)
+
+  return jax.jit(chunk, static_argnums=2, donate_argnums=0,
+                 in_shardings=(state_sharding, replicated(mesh)),
+                 out_shardings=(state_sharding, replicated(mesh)))
+
+
+def make_eval(eval_fn: Callable, mesh: Mesh) -> Callable:
+  """A jitted ``eval(variables, batch) -> per-example figures``, batch sharded."""
+  return jax.jit(eval_fn, in_shardings=(replicated(mesh), batch_sharded(mesh)),
+                 out_shardings=batch_sharded(mesh))
+
+
+def evaluate(eval_jit: Callable, variables, x: np.ndarray, batch_size: int,
+             num_devices: int) -> dict[str, float]:
+  """Means of ``eval_jit``'s per-example figures over all of ``x``.
+
+  The last batch is padded to a multiple of the device count and the padding
+  is dropped before averaging.
+  """
+  sums: dict[str, float] = {}
+  batch_size = max(num_devices, batch_size - batch_size % num_devices)
+  for lo in range(0, len(x), batch_size):
+    batch = x[lo:lo + batch_size]
+    n = len(batch)
+    pad = (-n) % num_devices
+    if pad:
+      batch = np.concatenate([batch, np.zeros((pad, *batch.shape[1:]), batch.dtype)])
+    out = jax.device_get(eval_jit(variables, batch))
+    for k, v in out.items():
+      sums[k] = sums.get(k, 0.0) + float(np.asarray(v[:n], np.float64).sum())
+  return {k: v / len(x) for k, v in sums.items()}

@@ -1,0 +1,78 @@
+"""The command line, end to end in subprocesses, as a user runs it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def flaxae(*args, cwd=None):
+  env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+  return subprocess.run([sys.executable, "-m", "flaxae.cli", *args], capture_output=True,
+                        text=True, cwd=cwd, env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  run_dir = tmp_path_factory.mktemp("cli") / "run"
+  out = flaxae("train", f"--run_dir={run_dir}", "--model.widths=64,32,8",
+               "--train.epochs=2", "--train.batch_size=64", "--no-progress")
+  assert out.returncode == 0, out.stderr
+  return run_dir, out
+
+
+def test_train_prints_the_run_directory(trained):
+  run_dir, out = trained
+  assert f"run directory: {run_dir.resolve()}" in out.stdout
+  config = json.loads((run_dir / "config.json").read_text())
+  assert config["model"]["widths"] == [64, 32, 8]
+  assert config["train"]["epochs"] == 2
+  assert (run_dir / "reconstructions.png").stat().st_size > 1000
+
+
+def test_train_again_resumes_and_more_epochs_continue(trained):
+  run_dir, _ = trained
+  out = flaxae("train", f"--run_dir={run_dir}", "--model.widths=64,32,8",
+               "--train.epochs=3", "--train.batch_size=64", "--no-progress")
+  assert out.returncode == 0, out.stderr
+  lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+  assert [json.loads(l)["epoch"] for l in lines] == [1, 2, 3]
+
+
+def test_eval(trained, tmp_path):
+  run_dir, _ = trained
+  out = flaxae("eval", str(run_dir), f"--json_out={tmp_path / 'e.json'}")
+  assert out.returncode == 0, out.stderr
+  figures = json.loads((tmp_path / "e.json").read_text())
+  assert {"loss", "bce", "mse", "psnr"} <= set(figures)
+  assert "psnr" in out.stdout
+
+
+def test_help_lists_options_with_defaults():
+  out = flaxae("train", "--help")
+  assert out.returncode == 0
+  for option in ("--model.widths", "--train.epochs", "--data.name", "--train.strategy",
+                 "--checkpoint.every_steps"):
+    assert option in out.stdout, option
+  assert "(default: 10)" in out.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "--model.kind=nope"], "unknown model.kind 'nope'"),
+    (["train", "--data.name=nope"], "nope"),
+    (["train", "--train.epochs=0"], "train.epochs must be positive"),
+    (["eval", "/nonexistent/run"], "not a flaxae run directory"),
+])
+def test_user_errors_are_one_line_and_status_2(args, message):
+  out = flaxae(*args)
+  assert out.returncode == 2, out.stderr
+  assert message in out.stderr
+  assert "Traceback" not in out.stderr
+
+
+def test_wrong_type_in_an_override_is_status_2():
+  out = flaxae("train", "--train.epochs=abc")
+  assert out.returncode == 2
+  assert "Traceback" not in out.stderr and "--train.epochs" in out.stderr

@@ -1,0 +1,56 @@
+"""Reconstruction losses: values, per-example shapes, stability."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from flaxae import losses
+from flaxae.errors import ConfigError
+
+
+def test_bce_from_logits_matches_the_definition():
+  logits = jnp.array([[-3.0, 0.0, 2.5, 7.0]])
+  targets = jnp.array([[0.0, 0.3, 1.0, 0.9]])
+  p = jax.nn.sigmoid(logits)
+  expected = -(targets * jnp.log(p) + (1 - targets) * jnp.log1p(-p)).mean(-1)
+  np.testing.assert_allclose(losses.bce_per_example(logits, targets), expected, rtol=1e-5)
+
+
+def test_bce_is_finite_for_extreme_logits():
+  logits = jnp.array([[-1e4, 1e4, -100.0, 100.0]])
+  targets = jnp.array([[1.0, 0.0, 1.0, 0.0]])
+  value = losses.bce_per_example(logits, targets)
+  grad = jax.grad(lambda l: losses.bce_per_example(l, targets).sum())(logits)
+  chex.assert_tree_all_finite((value, grad))
+  np.testing.assert_allclose(value, [(1e4 + 1e4 + 100 + 100) / 4], rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["bce", "mse", "l1", "huber"])
+def test_per_example_shape_and_mean(name):
+  logits = jax.random.normal(jax.random.key(0), (5, 4, 4, 1))
+  x = jax.random.uniform(jax.random.key(1), (5, 4, 4, 1))
+  per = losses.reconstruction_per_example(name, logits, x)
+  chex.assert_shape(per, (5,))
+  np.testing.assert_allclose(losses.reconstruction_loss(name, logits, x), per.mean(),
+                             rtol=1e-6)
+  # A perfect reconstruction is the minimum.
+  perfect = losses.reconstruction_per_example(name, jnp.full_like(x, 8.0), jnp.ones_like(x))
+  assert float(perfect.max()) <= float(per.min())
+
+
+def test_distances():
+  p, t = jnp.array([[0.2, 0.8]]), jnp.array([[0.0, 1.0]])
+  np.testing.assert_allclose(losses.mse_per_example(p, t), [0.04], rtol=1e-6)
+  np.testing.assert_allclose(losses.l1_per_example(p, t), [0.2], rtol=1e-6)
+  np.testing.assert_allclose(losses.huber_per_example(p, t), [0.02], rtol=1e-6)
+
+
+def test_psnr():
+  np.testing.assert_allclose(losses.psnr(jnp.array(0.01)), 20.0, rtol=1e-6)
+
+
+def test_unknown_loss():
+  with pytest.raises(ConfigError, match="unknown loss 'kl'"):
+    losses.reconstruction_loss("kl", jnp.zeros((1, 2)), jnp.zeros((1, 2)))

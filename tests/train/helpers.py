@@ -1,0 +1,45 @@
+"""Small builders shared by the training tests."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+
+from flaxae.config import Config, ModelConfig, TrainConfig
+from flaxae.train import parallel
+from flaxae.train.loop import build
+from flaxae.train.step import train_step
+
+
+def rel_diff(a, b) -> float:
+  """Largest relative L2 difference between matching leaves of two trees."""
+  diffs = jax.tree.map(
+      lambda x, y: float(np.linalg.norm(np.asarray(x, np.float64) - np.asarray(y, np.float64))
+                         / max(np.linalg.norm(np.asarray(y, np.float64)), 1e-12)), a, b)
+  return max(jax.tree.leaves(diffs))
+
+
+def trained_state(data: np.ndarray, *, strategy="jit", num_devices=1, steps=20,
+                  batch_size=32, model=ModelConfig(widths=(32, 8)), chunks=None,
+                  train=None):
+  """Trains ``steps`` steps on ``data`` through the compiled chunk; returns the state."""
+  train = train or TrainConfig(strategy=strategy, num_devices=num_devices,
+                               batch_size=batch_size, epochs=max(1, steps))
+  cfg = Config(model=model, train=train)
+  mesh = parallel.make_mesh(train.num_devices)
+  spe = len(data) // train.batch_size
+  _, _, _, init, abstract = build(cfg, data.shape[1:], spe, mesh)
+  model_, objective, tx, _, _ = build(cfg, data.shape[1:], spe, mesh)
+  sharding = jax.tree.map(lambda x: x.sharding, abstract)
+  state = jax.jit(init, out_shardings=sharding)()
+  step_fn = functools.partial(train_step, model=model_, objective=objective, tx=tx,
+                              cfg=cfg.model)
+  chunk = parallel.make_train_chunk(step_fn, mesh, train.strategy,
+                                    batch_size=train.batch_size, num_examples=len(data),
+                                    state_sharding=sharding)
+  on_device = jax.device_put(data, parallel.replicated(mesh))
+  for n in chunks or [steps]:
+    state, _ = chunk(state, on_device, n)
+  return state

@@ -1,0 +1,73 @@
+"""Data parallelism: 1 device equals 4 forced devices, for both strategies."""
+
+import jax
+import numpy as np
+import pytest
+
+from flaxae.config import ModelConfig
+from flaxae.errors import ConfigError, ShapeError
+from flaxae.train import parallel
+
+from tests.train.helpers import rel_diff, trained_state
+
+DATA = np.random.default_rng(0).random((320, 8, 8, 1), dtype=np.float32)
+
+
+def test_four_devices_are_forced():
+  assert jax.device_count() == 4
+
+
+@pytest.fixture(scope="module")
+def one_device():
+  return trained_state(DATA, num_devices=1, steps=20)
+
+
+@pytest.mark.parametrize("strategy", ["jit", "shard_map"])
+def test_four_devices_equal_one(one_device, strategy):
+  four = trained_state(DATA, strategy=strategy, num_devices=4, steps=20)
+  assert int(four.step) == 20
+  assert rel_diff(four.params, one_device.params) <= 1e-5
+  assert rel_diff(four.opt_state, one_device.opt_state) <= 1e-5
+  # And training did move the parameters.
+  init = trained_state(DATA, num_devices=1, steps=0, chunks=[])
+  assert rel_diff(one_device.params, init.params) > 1e-2
+
+
+def test_conv_four_devices_equal_one():
+  conv = ModelConfig(arch="conv", channels=(4, 8), latent_dim=8)
+  one = trained_state(DATA, num_devices=1, steps=20, model=conv)
+  for strategy in ("jit", "shard_map"):
+    four = trained_state(DATA, strategy=strategy, num_devices=4, steps=20, model=conv)
+    assert rel_diff(four.params, one.params) <= 1e-5
+
+
+def test_chunking_does_not_change_the_result(one_device):
+  split = trained_state(DATA, num_devices=1, steps=20, chunks=[3, 7, 10])
+  jax.tree.map(np.testing.assert_array_equal, split.params, one_device.params)
+
+
+def test_batch_not_divisible_by_devices_names_both_numbers():
+  mesh = parallel.make_mesh(4)
+  with pytest.raises(ConfigError, match="batch size 30 is not divisible by the number "
+                     "of devices 4"):
+    parallel.check_batch(30, mesh, 100)
+
+
+def test_batch_larger_than_data():
+  with pytest.raises(ShapeError, match="batch size 64 is larger than the training set "
+                     r"\(10 examples\)"):
+    parallel.check_batch(64, parallel.make_mesh(1), 10)
+
+
+def test_too_many_devices():
+  with pytest.raises(ConfigError, match="train.num_devices=8 but only 4"):
+    parallel.make_mesh(8)
+
+
+def test_epoch_order_is_a_permutation_that_changes_per_epoch():
+  rng = jax.random.key_data(jax.random.key(3))
+  a = np.asarray(parallel.epoch_order(rng, 0, 50))
+  b = np.asarray(parallel.epoch_order(rng, 1, 50))
+  assert sorted(a) == list(range(50)) and sorted(b) == list(range(50))
+  assert not np.array_equal(a, b)
+  np.testing.assert_array_equal(a, parallel.epoch_order(rng, 0, 50))
