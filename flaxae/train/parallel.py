@@ -95,8 +95,9 @@ def make_train_chunk(step_fn: Callable, mesh: Mesh, strategy: str, *,
                      batch_size: int, num_examples: int, state_sharding) -> Callable:
   """A jitted ``chunk(state, data, length) -> (state, metrics)``.
 
-  Runs ``length`` (static) steps from ``state.step`` with ``lax.scan``, all in
-  one epoch; ``metrics`` are the chunk's means. ``state`` is donated.
+  Runs ``length`` (static) steps from ``state.step`` with ``lax.scan``;
+  ``metrics`` are the chunk's means. ``state`` is donated. The steps must lie
+  in one epoch (the loop's schedule ends every chunk at an epoch boundary).
   """
   check_batch(batch_size, mesh, num_examples)
   steps_per_epoch = num_examples // batch_size

@@ -40,6 +40,8 @@ def trained_state(data: np.ndarray, *, strategy="jit", num_devices=1, steps=20,
                                     batch_size=train.batch_size, num_examples=len(data),
                                     state_sharding=sharding)
   on_device = jax.device_put(data, parallel.replicated(mesh))
-  for n in chunks or [steps]:
+  if chunks is None:  # A compiled chunk stays inside one epoch, as in the loop.
+    chunks = [min(spe, steps - i) for i in range(0, steps, spe)]
+  for n in chunks:
     state, _ = chunk(state, on_device, n)
   return state

@@ -1,0 +1,48 @@
+"""Matmul convolutions compute exactly what Flax's convolutions compute."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from flaxae.models import layers
+
+
+@pytest.mark.parametrize("shape,k,s", [
+    ((2, 8, 8, 3), 3, 2), ((1, 7, 9, 2), 3, 2), ((2, 28, 28, 1), 3, 2),
+    ((1, 7, 9, 2), 3, 1), ((1, 7, 9, 2), 5, 2), ((2, 8, 8, 3), 4, 2), ((1, 5, 5, 2), 1, 1)])
+def test_conv_matches_flax(shape, k, s):
+  x = jax.random.normal(jax.random.key(0), shape)
+  ours = layers.Conv(5, k, s)
+  params = ours.init(jax.random.key(1), x)
+  ref = nn.Conv(5, (k, k), strides=(s, s), padding="SAME")
+  np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x),
+                             rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape,k,s", [
+    ((2, 4, 4, 3), 3, 2), ((1, 7, 5, 2), 3, 2), ((2, 2, 2, 8), 3, 2),
+    ((1, 7, 5, 2), 4, 2), ((1, 7, 5, 2), 5, 2), ((2, 4, 4, 3), 3, 1),
+    ((2, 4, 4, 3), 2, 2), ((1, 7, 5, 2), 3, 3)])
+def test_conv_transpose_matches_flax(shape, k, s):
+  x = jax.random.normal(jax.random.key(0), shape)
+  ours = layers.ConvTranspose(6, k, s)
+  params = ours.init(jax.random.key(1), x)
+  ref = nn.ConvTranspose(6, (k, k), strides=(s, s), padding="SAME")
+  expected = ref.apply(params, x)
+  got = ours.apply(params, x)
+  assert got.shape == expected.shape
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_gradients_match_flax():
+  x = jax.random.normal(jax.random.key(0), (2, 6, 6, 3))
+  for ours, ref in ((layers.Conv(4, 3, 2), nn.Conv(4, (3, 3), strides=(2, 2))),
+                    (layers.ConvTranspose(4, 3, 2),
+                     nn.ConvTranspose(4, (3, 3), strides=(2, 2)))):
+    params = ours.init(jax.random.key(1), x)
+    g1 = jax.grad(lambda p: jnp.sum(jnp.sin(ours.apply(p, x))))(params)
+    g2 = jax.grad(lambda p: jnp.sum(jnp.sin(ref.apply(p, x))))(params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+                 g1, g2)
