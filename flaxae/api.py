@@ -70,6 +70,8 @@ class Run:
     variables: ``{"params": ..., **model_state}`` for ``model.apply``.
     history: Per-epoch metrics, as in ``metrics.jsonl``.
     state: The full train state, when the run was trained in this process.
+    interrupted_by: The signal (SIGINT, SIGTERM) that stopped training early,
+      after saving a checkpoint; None when it ran to its end.
   """
 
   dir: Path
@@ -78,6 +80,7 @@ class Run:
   variables: dict[str, Any]
   history: list[dict[str, Any]]
   state: Any = None
+  interrupted_by: int | None = None
 
   @property
   def feature_shape(self) -> tuple[int, ...]:

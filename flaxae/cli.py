@@ -39,15 +39,24 @@ def _int_tuple_rule(info: tyro.constructors.PrimitiveTypeInfo):
       str_from_instance=lambda x: [",".join(map(str, x))])
 
 
-def train(cfg: Annotated[Config, tyro.conf.arg(name="")], progress: bool = True) -> None:
-  """Train an autoencoder (or resume the run in --run_dir)."""
+def train(cfg: Annotated[Config, tyro.conf.arg(name="")], progress: bool = True) -> int:
+  """Train an autoencoder (or resume the run in --run_dir).
+
+  Ctrl-C or SIGTERM saves a checkpoint at the current step and exits with
+  128 + the signal number; the same command resumes.
+  """
   from flaxae.api import train as train_run  # pylint: disable=import-outside-toplevel
   run = train_run(cfg, progress=progress)
+  if run.interrupted_by is not None:
+    print(f"interrupted at step {int(run.state.step)}; checkpoint saved in "
+          f"{run.dir.resolve()}; run the same command to resume", file=sys.stderr)
+    return 128 + run.interrupted_by
   last = run.history[-1] if run.history else {}
   summary = {k: round(v, 6) for k, v in last.items() if k.startswith("test/")}
   print(f"run directory: {run.dir.resolve()}")
   if summary:
     print("final epoch:", json.dumps(summary))
+  return 0
 
 
 def evaluate(run_dir: tyro.conf.Positional[str], json_out: str = "") -> None:
@@ -78,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
   debug = "--debug" in argv
   argv = [a for a in argv if a != "--debug"]
   try:
-    tyro.extras.subcommand_cli_from_dict(
+    status = tyro.extras.subcommand_cli_from_dict(
         COMMANDS, args=argv, prog="flaxae", use_underscores=True, registry=_registry,
         description="Autoencoders in JAX/Flax. Add --debug to any command for tracebacks.")
   except FlaxaeError as e:
@@ -86,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
       raise
     print(f"flaxae: error: {e}", file=sys.stderr)
     return 2
-  return 0
+  return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

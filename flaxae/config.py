@@ -95,7 +95,7 @@ class TrainConfig:
   """
 
   seed: int = 0
-  epochs: int = 10
+  epochs: int = 50
   batch_size: int = 128
   optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
   learning_rate: float = 1e-3

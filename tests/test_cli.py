@@ -56,7 +56,7 @@ def test_help_lists_options_with_defaults():
   for option in ("--model.widths", "--train.epochs", "--data.name", "--train.strategy",
                  "--checkpoint.every_steps"):
     assert option in out.stdout, option
-  assert "(default: 10)" in out.stdout
+  assert "(default: 50)" in out.stdout
 
 
 @pytest.mark.parametrize("args,message", [

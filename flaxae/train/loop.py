@@ -255,7 +255,7 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
     logger.close()
 
   run = Run(run_dir, cfg, model, {"params": state.params, **state.model_state},
-            history, state=state)
+            history, state=state, interrupted_by=stop.signum)
   # --- Outputs --------------------------------------------------------------
   if step == schedule.total_steps and jax.process_index() == 0:
     run.write_outputs(ds)

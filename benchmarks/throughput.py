@@ -1,0 +1,271 @@
+"""Training and inference throughput: flaxae, PyTorch and Keras 3 in one run.
+
+    python -m benchmarks.throughput [--batch-sizes 64,256,1024,4096] [--quick]
+
+Every implementation runs in its own subprocess (one per model, batch size and
+implementation, interleaved so that a busy machine slows them alike), with the
+same model, data (random bytes scaled to [0, 1], fixed seed), loss (BCE from
+logits), optimizer (Adam 1e-3, eps 1e-8) and batch size, and the same thread
+count. A subprocess that fails (a peer not installed, ``torch.compile``
+without a compiler) is reported, not fatal. Prints a markdown table and the
+issue's acceptance figures, and writes a JSON file with ratios to PyTorch
+eager and the roofline percentage of each row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import common
+
+PEERS = {  # Name → (module, extra arguments, the package it needs).
+    "pytorch": ("benchmarks.peer_torch", [], "torch"),
+    "torch.compile": ("benchmarks.peer_torch", ["--compile"], "torch"),
+    "keras-tf": ("benchmarks.peer_keras", ["--backend", "tensorflow"], "tensorflow"),
+    "keras-jax": ("benchmarks.peer_keras", ["--backend", "jax"], "keras"),
+}
+IMPLS = ("flaxae", "flaxae-all", *PEERS)
+BASELINE = "pytorch"
+# Examples per timed repetition (one epoch); the conv AE is ~15× the FLOPs.
+DEFAULT_SAMPLES = {"dense": 16384, "conv": 4096}
+
+
+def cpu_model() -> str:
+  """The CPU's model name, as lscpu shows it."""
+  try:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+      if line.startswith("model name"):
+        return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def run_process(module: str, args: list[str], *, env: dict[str, str],
+                timeout: float) -> list[dict[str, Any]]:
+  """Runs ``python -m module args`` and returns its result lines (or an error)."""
+  cmd = [sys.executable, "-m", module, *args]
+  try:
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout,
+                         cwd=Path(__file__).resolve().parents[1], check=False)
+  except subprocess.TimeoutExpired:
+    return [{"error": f"timed out after {timeout:.0f} s"}]
+  records = common.parse_records(out.stdout)
+  if not records:
+    tail = (out.stderr or out.stdout).strip().splitlines()[-1:] or ["no output"]
+    records = [{"error": f"exit status {out.returncode}: {tail[0][:300]}"}]
+  return records
+
+
+def _jobs(args, devices_all: int, platform_: str):
+  """(model, batch size, impl, module, argv, extra env), interleaved by impl."""
+  for model in args.models:
+    samples = args.samples or DEFAULT_SAMPLES[model]
+    for bs in args.batch_sizes:
+      common_args = ["--model", model, "--batch-size", str(bs), "--samples",
+                     str(max(samples, bs)), "--reps", str(args.reps),
+                     "--seed", str(args.seed), "--threads", str(args.threads)]
+      for impl in args.impls:
+        if impl == "flaxae":
+          yield model, bs, impl, "benchmarks.flaxae_bench", [*common_args, "--devices", "1"], {}
+        elif impl == "flaxae-all":
+          if devices_all <= 1 or bs % devices_all:
+            continue
+          env = {}
+          if platform_ == "cpu":  # One XLA CPU device per core.
+            env["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                f" --xla_force_host_platform_device_count={devices_all}")
+          yield model, bs, impl, "benchmarks.flaxae_bench", [*common_args, "--devices", "0"], env
+        else:
+          module, extra, _ = PEERS[impl]
+          yield model, bs, impl, module, [*common_args, *extra], {}
+
+
+def add_ratios(results: list[dict[str, Any]], peak_gflops: float) -> None:
+  """Adds ``ratio_to_pytorch`` and ``roofline_pct`` (of training) to each row."""
+  base = {(r["arch"], r["batch_size"]): r["train"]["samples_per_s"] for r in results
+          if r.get("impl") == BASELINE and "train" in r}
+  for r in results:
+    if "train" not in r:
+      continue
+    sps = r["train"]["samples_per_s"]
+    b = base.get((r["arch"], r["batch_size"]))
+    r["ratio_to_pytorch"] = sps / b if b else None
+    flops = common.train_flops_per_sample(common.model_macs(r["arch"]))
+    r["train_gflops"] = sps * flops / 1e9
+    r["roofline_pct"] = 100.0 * r["train_gflops"] / peak_gflops if peak_gflops else None
+    if "infer" in r:
+      r["infer_gflops"] = r["infer"]["samples_per_s"] * 2 * common.model_macs(r["arch"]) / 1e9
+
+
+def _fmt(x: float | None, spec: str = ".0f") -> str:
+  return "–" if x is None else format(x, spec)
+
+
+def markdown_table(results: list[dict[str, Any]]) -> str:
+  """One row per (model, batch size, implementation)."""
+  head = ("| model | batch | impl | dev | train samples/s (median) | min–max | "
+          "× PyTorch | % roofline | compile s | infer samples/s | peak RSS MiB | loss |")
+  lines = [head, "|" + "---|" * (head.count("|") - 1)]
+  for r in results:
+    name = r.get("impl", "?")
+    lead = f"| {r.get('arch', '?')} | {r.get('batch_size', '?')} | {name} | "
+    if "error" in r:
+      lines.append(lead + f"– | failed: {r['error'][:80]} | | | | | | | |")
+      continue
+    t = r["train"]
+    infer = r.get("infer", {}).get("samples_per_s")
+    lines.append(
+        lead + f"{r.get('devices', 1)} | {t['samples_per_s']:,.0f} | "
+        f"{t['samples_per_s_min']:,.0f}–{t['samples_per_s_max']:,.0f} | "
+        f"{_fmt(r.get('ratio_to_pytorch'), '.2f')} | {_fmt(r.get('roofline_pct'), '.0f')} | "
+        f"{r['compile_s']:.2f} | {_fmt(infer, ',.0f')} | {r['peak_rss_mb']:.0f} | "
+        f"{r['loss']:.4f} |")
+  return "\n".join(lines)
+
+
+def acceptance(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+  """Issue 6's acceptance figures, from this run's rows (1-device flaxae)."""
+  def row(impl, arch, bs):
+    for r in results:
+      if r.get("impl") == impl and r.get("arch") == arch and r.get("batch_size") == bs \
+          and "train" in r:
+        return r
+    return None
+
+  checks = []
+
+  def ratio(arch, other, need):
+    f, o = row("flaxae", arch, 256), row(other, arch, 256)
+    value = (f["train"]["samples_per_s"] / o["train"]["samples_per_s"]) if f and o else None
+    checks.append({"figure": f"{arch} b256: flaxae / {other}", "need": f"≥ {need}",
+                   "value": value, "holds": value is not None and value >= need})
+
+  ratio("dense", "pytorch", 1.5)
+  ratio("dense", "keras-tf", 2.5)
+  f = row("flaxae", "dense", 256)
+  value = f.get("roofline_pct") if f else None
+  checks.append({"figure": "dense b256: flaxae % of matmul roofline", "need": "≥ 80",
+                 "value": value, "holds": value is not None and value >= 80})
+  ratio("conv", "pytorch", 1.2)
+  value = f["compile_s"] if f else None
+  checks.append({"figure": "dense b256: fused-epoch compile s", "need": "≤ 5",
+                 "value": value, "holds": value is not None and value <= 5})
+  return checks
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--batch-sizes", default="64,256,1024,4096",
+                 type=lambda s: [int(x) for x in s.split(",") if x])
+  p.add_argument("--models", default="dense,conv",
+                 type=lambda s: [x for x in s.split(",") if x])
+  p.add_argument("--impls", default=",".join(IMPLS),
+                 type=lambda s: [x for x in s.split(",") if x],
+                 help=f"any of {', '.join(IMPLS)} (flaxae-all: every device)")
+  p.add_argument("--samples", type=int, default=0,
+                 help="examples per repetition (default: dense 16384, conv 4096)")
+  p.add_argument("--reps", type=int, default=5, help="timed repetitions (≥ 5)")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--threads", type=int, default=common.num_threads(),
+                 help="threads every implementation uses (default: all cores)")
+  p.add_argument("--timeout", type=float, default=900, help="seconds per subprocess")
+  p.add_argument("--quick", action="store_true",
+                 help="smoke run: batch 64, 2 repetitions of 512 examples")
+  p.add_argument("--out", default="benchmarks/out/throughput.json")
+  args = p.parse_args(argv)
+  for name in args.impls:
+    if name not in IMPLS:
+      p.error(f"unknown implementation {name!r}; known: {', '.join(IMPLS)}")
+  if args.quick:
+    args.batch_sizes, args.samples, args.reps = [64], 512, 2
+  return args
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  started = time.time()
+  env = {**os.environ, **common.thread_env(args.threads)}
+  env.setdefault("JAX_PLATFORMS", "")
+  env["PYTHONWARNINGS"] = "ignore"
+  print(f"# threads per implementation: {args.threads}", file=sys.stderr)
+
+  # --- The roofline: a large float32 matmul, in this run -----------------------
+  peak = run_process("benchmarks.roofline", [], env=env, timeout=args.timeout)[0]
+  if "error" in peak:
+    print(f"roofline failed: {peak['error']}", file=sys.stderr)
+    return 1
+  print(f"# matmul peak: numpy {peak['numpy_gflops']:.0f}, jax {peak['jax_gflops']:.0f} "
+        f"GFLOP/s ({peak['platform']}, {peak['device_count']} device(s))", file=sys.stderr)
+  devices_all = peak["device_count"] if peak["device_count"] > 1 else (
+      args.threads if peak["platform"] == "cpu" else 1)
+
+  # --- Every implementation, each in its own subprocess ---------------------------
+  results = []
+  for model, bs, impl, module, argv_, extra_env in _jobs(args, devices_all,
+                                                          peak["platform"]):
+    pkg = PEERS.get(impl, (None, None, "jax"))[2]
+    if importlib.util.find_spec(pkg) is None:
+      rec = {"error": f"{pkg} is not installed (pip install -e '.[bench]')"}
+    else:
+      t0 = time.perf_counter()
+      rec = run_process(module, argv_, env={**env, **extra_env}, timeout=args.timeout)[0]
+      rec["wall_s"] = time.perf_counter() - t0
+    rec.update(impl=impl if impl != "flaxae-all" else "flaxae", arch=model, batch_size=bs,
+               **({"all_devices": True} if impl == "flaxae-all" else {}))
+    results.append(rec)
+    status = rec.get("error") or f"{rec['train']['samples_per_s']:,.0f} samples/s"
+    print(f"# {model:5} b{bs:<5} {impl:14} {status}", file=sys.stderr, flush=True)
+
+  # --- Report -----------------------------------------------------------------------
+  add_ratios(results, peak["peak_gflops"])
+  checks = acceptance(results)
+  table = markdown_table(results)
+  print(table)
+  print()
+  print(f"Matmul peak ({peak['n']}² float32, best of {peak['repeats']}): NumPy "
+        f"{peak['numpy_gflops']:.0f} GFLOP/s, JAX {peak['jax_gflops']:.0f} GFLOP/s. "
+        "Training FLOPs/sample: " + ", ".join(
+            f"{m} {common.train_flops_per_sample(common.model_macs(m)) / 1e6:.1f} M"
+            for m in args.models) + ".")
+  print()
+  print("| acceptance (issue 6) | need | value | holds |\n|---|---|---|---|")
+  for c in checks:
+    print(f"| {c['figure']} | {c['need']} | {_fmt(c['value'], '.2f')} | "
+          f"{'yes' if c['holds'] else 'no'} |")
+  meta = {
+      "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+      "command": " ".join(["python -m benchmarks.throughput", *(argv or sys.argv[1:])]),
+      "cpu": cpu_model(), "cores": os.cpu_count(), "threads": args.threads,
+      "python": platform.python_version(), "versions": _versions(results, peak),
+      "seconds": time.time() - started, "reps": args.reps,
+      "baseline": BASELINE,
+  }
+  out = Path(args.out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps({"meta": meta, "peak": peak, "results": results,
+                             "acceptance": checks}, indent=1))
+  print(f"\n# wrote {out} ({meta['seconds']:.0f} s)", file=sys.stderr)
+  return 0
+
+
+def _versions(results, peak) -> dict[str, str]:
+  versions = dict(peak.get("versions", {}))
+  for r in results:
+    for k, v in r.get("versions", {}).items():
+      versions.setdefault(k, v)
+  return versions
+
+
+if __name__ == "__main__":
+  sys.exit(main())
