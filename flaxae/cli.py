@@ -59,21 +59,25 @@ def train(cfg: Annotated[Config, tyro.conf.arg(name="")], progress: bool = True)
   return 0
 
 
-def evaluate(run_dir: tyro.conf.Positional[str], json_out: str = "") -> None:
+def evaluate(run_dir: tyro.conf.Positional[str], json_out: str = "",
+             overwrite: bool = False) -> None:
   """Evaluate a run on its test set: loss, BCE, MSE and PSNR.
 
   Args:
     run_dir: The run directory.
     json_out: Also write the figures to this JSON file.
+    overwrite: Replace ``json_out`` if it exists.
   """
   # pylint: disable=import-outside-toplevel
   from flaxae import io
   from flaxae.api import load
   from flaxae.data import load_dataset
+  if json_out:
+    io.check_output(json_out, overwrite)
   run = load(run_dir)
   figures = run.evaluate(load_dataset(run.config.data, run.config.train.seed).test_x)
   if json_out:
-    io.write_json(json_out, figures)
+    io.write_json(json_out, figures, overwrite)
   width = max(map(len, figures))
   for k, v in figures.items():
     print(f"{k:<{width}}  {v:.6f}")
@@ -94,8 +98,44 @@ def main(argv: list[str] | None = None) -> int:
     if debug:
       raise
     print(f"flaxae: error: {e}", file=sys.stderr)
+    # Background threads of a failed restore may complain while the
+    # interpreter shuts down; the user has their one line already.
+    sys.unraisablehook = lambda unraisable: None
     return 2
   return status if isinstance(status, int) else 0
+
+
+def bench(cfg: Annotated[Config, tyro.conf.arg(name="")], batch_sizes: tuple[int, ...] = (),
+          samples: int = 16384, reps: int = 5, json_out: str = "") -> None:
+  """Measure your model's training and inference throughput on this machine.
+
+  Trains on the configured data through the fused-epoch path (a source
+  checkout's ``benchmarks/flaxae_bench.py``); compile time apart, the median
+  of ``reps`` epochs of about ``samples`` examples, and % of a matmul peak.
+
+  Args:
+    cfg: The model, data and training settings to measure.
+    batch_sizes: Batch sizes to try (default: train.batch_size).
+    samples: Examples per timed epoch.
+    reps: Timed epochs after the compiling one.
+    json_out: Also write the records to this JSON file.
+  """
+  # pylint: disable=import-outside-toplevel
+  import importlib
+  from pathlib import Path
+  root = str(Path(__file__).resolve().parents[1])
+  if (Path(root) / "benchmarks" / "flaxae_bench.py").exists() and root not in sys.path:
+    sys.path.append(root)
+  try:
+    flaxae_bench = importlib.import_module("benchmarks.flaxae_bench")
+  except ImportError as e:
+    raise FlaxaeError("flaxae bench needs the benchmarks/ folder of a flaxae source "
+                      f"checkout (pip install -e .); {e}") from e
+  flaxae_bench.user_benchmark(cfg, batch_sizes=batch_sizes, samples=samples, reps=reps,
+                              json_out=json_out)
+
+
+COMMANDS["bench"] = bench
 
 
 if __name__ == "__main__":

@@ -30,6 +30,16 @@ def check_output(path: str | os.PathLike, overwrite: bool = True) -> Path:
   return path
 
 
+def make_dir(path: str | os.PathLike) -> Path:
+  """Creates a folder (and its parents) or raises :class:`OutputError`."""
+  path = Path(path)
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise OutputError(f"cannot create folder {path}: {e.strerror or e}") from e
+  return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
   """Yields a temporary path beside ``path``; renames it over ``path`` on success.
@@ -38,12 +48,19 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
   like matplotlib, pick the right format) and is removed on failure.
   """
   path = check_output(path, overwrite)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                             suffix=f".tmp{path.suffix}")
+  try:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                               suffix=f".tmp{path.suffix}")
+  except OSError as e:
+    raise OutputError(f"cannot write {path}: {e.strerror}") from e
   os.close(fd)
   try:
     yield Path(tmp)
     os.replace(tmp, path)
+  except OSError as e:
+    with contextlib.suppress(FileNotFoundError):
+      os.unlink(tmp)
+    raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
   except BaseException:
     with contextlib.suppress(FileNotFoundError):
       os.unlink(tmp)

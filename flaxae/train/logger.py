@@ -11,7 +11,10 @@ from flaxae import io
 
 
 class MetricsLogger:
-  """Appends one JSON object per epoch to ``metrics.jsonl`` and TensorBoard.
+  """Adds one JSON object per epoch to ``metrics.jsonl`` and TensorBoard.
+
+  TensorBoard event files are append-only logs by design (readers skip a torn
+  last record); ``metrics.jsonl`` is rewritten atomically at each epoch.
 
   On resume, :meth:`truncate` drops records written after the restored step,
   so the history matches the parameters.
@@ -28,13 +31,7 @@ class MetricsLogger:
   def history(self) -> list[dict[str, Any]]:
     if not self.path.exists():
       return []
-    records = []
-    for line in self.path.read_text().splitlines():
-      try:
-        records.append(json.loads(line))
-      except json.JSONDecodeError:
-        break  # A torn last line from a kill: drop it.
-    return records
+    return [json.loads(line) for line in self.path.read_text().splitlines()]
 
   def truncate(self, step: int) -> list[dict[str, Any]]:
     """Keeps the records up to ``step``; returns them."""
@@ -44,11 +41,11 @@ class MetricsLogger:
     return kept
 
   def write(self, record: dict[str, Any]) -> None:
+    """Adds ``record``; the file is replaced atomically, never left half-written."""
     if not self.enabled:
       return
-    with open(self.path, "a", encoding="utf-8") as f:
-      f.write(json.dumps(record) + "\n")
-      f.flush()
+    old = self.path.read_text() if self.path.exists() else ""
+    io.write_text(self.path, old + json.dumps(record) + "\n")
     for k, v in record.items():
       if k != "step" and isinstance(v, (int, float)):
         self._tb.add_scalar(k, v, record["step"])

@@ -151,19 +151,13 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
   from flaxae.api import Run  # pylint: disable=import-outside-toplevel
   from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
 
-  # --- Config and run directory -------------------------------------------
+  # --- Config, data, mesh, model: everything checked before anything is written
   cfg = config_lib.validate(cfg)
   run_dir = Path(cfg.resolved_run_dir())
   if (run_dir / CONFIG_FILE).exists():
     _check_resumable(read_config(run_dir), cfg, run_dir)
-  run_dir.mkdir(parents=True, exist_ok=True)
-  io.write_json(run_dir / CONFIG_FILE, config_lib.to_dict(cfg))
-
-  # --- Data ----------------------------------------------------------------
   ds: Dataset = load_dataset(cfg.data, cfg.train.seed)
   num_train, batch_size = len(ds.train_x), cfg.train.batch_size
-
-  # --- Mesh, model, objective, optimizer -----------------------------------
   mesh = parallel.make_mesh(cfg.train.num_devices)
   parallel.check_batch(batch_size, mesh, num_train)
   steps_per_epoch = num_train // batch_size
@@ -174,6 +168,10 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
       checkpoint_every=cfg.checkpoint.every_steps)
   model, objective, tx, init, abstract = build(
       cfg, ds.feature_shape, schedule.steps_per_epoch, mesh)
+
+  # --- Run directory ----------------------------------------------------------
+  io.make_dir(run_dir)
+  io.write_json(run_dir / CONFIG_FILE, config_lib.to_dict(cfg))
   io.write_json(run_dir / RUN_FILE, {
       "feature_shape": list(ds.feature_shape),
       "steps_per_epoch": schedule.steps_per_epoch,

@@ -1,0 +1,187 @@
+"""The bad-input corpus: every user mistake gets the library's own error class,
+one line on stderr, exit status 2 from the CLI, no traceback, and nothing that
+was already written changes."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flaxae import cli
+from flaxae.data import write_idx
+from flaxae.errors import (CheckpointError, ConfigError, DataError, FlaxaeError,
+                           OutputError, ShapeError)
+
+TINY = ["--model.widths=16,4", "--train.epochs=1", "--train.batch_size=64", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+  """A folder with a good run and the bad files the cases need."""
+  root = tmp_path_factory.mktemp("corpus")
+  assert cli.main(["train", f"--run_dir={root / 'good'}", *TINY]) == 0
+  np.save(root / "vec1d.npy", np.zeros(10, np.float32))
+  np.save(root / "strings.npy", np.array([["a", "b"], ["c", "d"]]))
+  np.save(root / "complex.npy", np.zeros((4, 4), np.complex64))
+  nan = np.full((20, 8, 8), 0.5, np.float32); nan[3, 2, 2] = np.nan
+  np.save(root / "nan.npy", nan)
+  inf = np.full((20, 8, 8), 0.5, np.float32); inf[0, 0, 0] = np.inf
+  np.save(root / "inf.npy", inf)
+  np.save(root / "range.npy", np.full((20, 8, 8), 255.0, np.float32))
+  np.save(root / "empty.npy", np.zeros((0, 8), np.float32))
+  np.save(root / "small.npy", np.random.default_rng(0).random((20, 8, 8), np.float32))
+  (root / "trunc").mkdir()
+  write_idx(root / "trunc" / "t10k-images-idx3-ubyte.gz", np.zeros((50, 8, 8), np.uint8))
+  blob = (root / "trunc" / "t10k-images-idx3-ubyte.gz").read_bytes()
+  (root / "trunc" / "t10k-images-idx3-ubyte.gz").write_bytes(blob[:len(blob) // 2])
+  (root / "header").mkdir()
+  (root / "header" / "t10k-images-idx3-ubyte.gz").write_bytes(
+      gzip.compress(b"\x00\x00\x08\x03" + (50).to_bytes(4, "big") + b"\x00" * 40))
+  (root / "notrun").mkdir()
+  shutil.copytree(root / "good", root / "nockpt")
+  shutil.rmtree(root / "nockpt" / "checkpoints")
+  shutil.copytree(root / "good", root / "corrupt")
+  for f in (root / "corrupt" / "checkpoints").rglob("*"):
+    if f.is_file() and f.parent.name == "d":
+      f.write_bytes(bytes(b ^ 0x5A for b in f.read_bytes()))
+  shutil.copytree(root / "good", root / "badjson")
+  (root / "badjson" / "config.json").write_text("{not json")
+  (root / "exists.json").write_text("{}")
+  return root
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+  return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+          for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _train(*args):
+  return ["train", *TINY, *args]
+
+
+# (id, argv with {w} for the work folder, the exact error class, a message fragment)
+CASES = [
+    ("wrong shape", _train("--data.name=npy", "--data.path={w}/vec1d.npy", "--run_dir={w}/o"),
+     ShapeError, "shape (10,)"),
+    ("wrong dtype strings", _train("--data.name=npy", "--data.path={w}/strings.npy",
+                                   "--run_dir={w}/o"), DataError, "dtype"),
+    ("wrong dtype complex", _train("--data.name=npy", "--data.path={w}/complex.npy",
+                                   "--run_dir={w}/o"), DataError, "dtype"),
+    ("nan in data", _train("--data.name=npy", "--data.path={w}/nan.npy", "--run_dir={w}/o"),
+     DataError, "NaN"),
+    ("inf in data", _train("--data.name=npy", "--data.path={w}/inf.npy", "--run_dir={w}/o"),
+     DataError, "Inf"),
+    ("values out of range", _train("--data.name=npy", "--data.path={w}/range.npy",
+                                   "--run_dir={w}/o"), DataError, "[0, 1]"),
+    ("empty data set", _train("--data.name=npy", "--data.path={w}/empty.npy",
+                              "--run_dir={w}/o"), DataError, "empty"),
+    ("batch larger than data", _train("--data.name=npy", "--data.path={w}/small.npy",
+                                      "--run_dir={w}/o"), ShapeError,
+     "batch size 64 is larger than the training set (16 examples)"),
+    ("batch not divisible", _train("--train.batch_size=30", "--run_dir={w}/o"), ConfigError,
+     "batch size 30 is not divisible by the number of devices 4"),
+    ("unknown data set", _train("--data.name=cifar99", "--run_dir={w}/o"), DataError,
+     "unknown data set 'cifar99'"),
+    ("missing file", _train("--data.name=npy", "--data.path={w}/nope.npy", "--run_dir={w}/o"),
+     DataError, "does not exist"),
+    ("missing folder", _train("--data.name=idx", "--data.dir={w}/nope", "--run_dir={w}/o"),
+     DataError, "does not exist"),
+    ("truncated gzip", _train("--data.name=idx", "--data.dir={w}/trunc", "--run_dir={w}/o"),
+     DataError, "truncated gzip"),
+    ("corrupt idx header", _train("--data.name=idx", "--data.dir={w}/header",
+                                  "--run_dir={w}/o"), DataError, "header"),
+    ("unknown model kind", _train("--model.kind=transformer", "--run_dir={w}/o"), ConfigError,
+     "unknown model.kind 'transformer'"),
+    ("unknown activation", _train("--model.activation=swish2", "--run_dir={w}/o"), ConfigError,
+     "unknown activation 'swish2'"),
+    ("negative size", _train("--model.widths=16,-4", "--run_dir={w}/o"), ConfigError,
+     "model.widths must be a non-empty list of positive sizes"),
+    ("zero epochs", _train("--train.epochs=0", "--run_dir={w}/o"), ConfigError,
+     "train.epochs must be positive"),
+    ("negative learning rate", _train("--train.learning_rate=-1", "--run_dir={w}/o"),
+     ConfigError, "train.learning_rate must not be negative"),
+    ("too many devices", _train("--train.num_devices=16", "--run_dir={w}/o"), ConfigError,
+     "train.num_devices=16 but only 4"),
+    ("conv on vectors", _train("--model.arch=conv", "--data.name=npy",
+                               "--data.path={w}/small.npy", "--run_dir={w}/o"), None, None),
+    ("run dir from another config", _train("--run_dir={w}/good", "--model.widths=16,8"),
+     CheckpointError, "was made with another config (model.widths: [16, 4] → [16, 8])"),
+    ("eval: not a run dir", ["eval", "{w}/notrun"], CheckpointError,
+     "is not a flaxae run directory"),
+    ("eval: missing checkpoint", ["eval", "{w}/nockpt"], CheckpointError, "no checkpoint"),
+    ("eval: corrupt checkpoint", ["eval", "{w}/corrupt"], CheckpointError, "cannot be read"),
+    ("eval: corrupt config", ["eval", "{w}/badjson"], CheckpointError, "is not valid JSON"),
+    ("output in a missing folder", ["eval", "{w}/good", "--json_out={w}/nope/e.json"],
+     OutputError, "does not exist"),
+    ("output in an unwritable place", ["eval", "{w}/good", "--json_out=/proc/e.json"],
+     OutputError, "cannot write /proc/e.json"),
+    ("existing output", ["eval", "{w}/good", "--json_out={w}/exists.json"], OutputError,
+     "exists; pass --overwrite"),
+]
+# A conv model needs images: the npy of 8×8 images is images, so use vectors.
+CASES[20] = ("conv on vectors", ["train", "--model.arch=conv", "--data.name=npy",
+                                 "--data.path={w}/vec2d.npy", "--run_dir={w}/o", *TINY],
+             ShapeError, "model.arch=conv needs images")
+
+
+@pytest.fixture(scope="module")
+def vectors(work):
+  np.save(work / "vec2d.npy", np.random.default_rng(0).random((100, 12), np.float32))
+
+
+def test_corpus_is_large_enough():
+  assert len(CASES) >= 25
+
+
+@pytest.mark.parametrize("name,argv,error,message", CASES, ids=[c[0] for c in CASES])
+def test_cli_error(work, vectors, capsys, name, argv, error, message):
+  del name, vectors
+  argv = [a.format(w=work) for a in argv]
+  before = _snapshot(work)
+  capsys.readouterr()
+  assert cli.main(argv) == 2
+  err = capsys.readouterr().err
+  lines = err.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("flaxae: error: "), err
+  assert message in lines[0]
+  assert "Traceback" not in err
+  # --debug shows the exact exception class with its traceback.
+  with pytest.raises(error, match=None) as info:
+    cli.main([*argv, "--debug"])
+  assert type(info.value) is error and isinstance(info.value, FlaxaeError)
+  after = _snapshot(work)
+  assert after == before, "a failing command changed files that were already written"
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["train", "--model.nope=3"], "--model.nope"),
+    (["train", "--train.epochs=abc"], "--train.epochs"),
+    (["train", "--model.widths=16,x"], "--model.widths"),
+    (["eval"], "run"),
+])
+def test_parse_errors_are_status_2(capsys, argv, fragment):
+  with pytest.raises(SystemExit) as info:
+    cli.main(argv)
+  assert info.value.code == 2
+  err = capsys.readouterr().err
+  assert fragment in err and "Traceback" not in err
+
+
+def test_api_wrong_width_to_a_fitted_model(work):
+  import flaxae  # pylint: disable=import-outside-toplevel
+  run = flaxae.load(work / "good")
+  with pytest.raises(ShapeError, match=r"inputs of shape \(3, 10\) do not fit this model"):
+    run.encode(np.zeros((3, 10), np.float32))
+  with pytest.raises(DataError, match="NaN"):
+    run.reconstruct(np.full((2, 64), np.nan, np.float32))
+
+
+def test_good_run_is_untouched_by_the_corpus(work):
+  config = json.loads((work / "good" / "config.json").read_text())
+  assert config["model"]["widths"] == [16, 4]
