@@ -141,6 +141,62 @@ def run(cfg: Config, data: np.ndarray, *, reps: int = 5,
   return record
 
 
+def tiled(x: np.ndarray, num: int) -> np.ndarray:
+  """The first ``num`` examples of ``x`` repeated as often as needed."""
+  reps = -(-num // len(x))
+  return np.concatenate([x] * reps)[:num] if reps > 1 else x[:num]
+
+
+def user_benchmark(cfg: Config, *, batch_sizes: tuple[int, ...] = (), samples: int = 16384,
+                   reps: int = 5, inference: bool = True, roofline: bool = True,
+                   json_out: str = "") -> list[dict[str, Any]]:
+  """``flaxae bench``: times ``cfg``'s model on its data at each batch size.
+
+  The training set of ``cfg.data`` is repeated or cut to about ``samples``
+  examples per repetition. Prints a markdown table (with the share of a
+  measured float32 matmul peak) and optionally writes the records as JSON.
+  """
+  from flaxae import io  # pylint: disable=import-outside-toplevel
+  from flaxae.data import load_dataset  # pylint: disable=import-outside-toplevel
+  cfg = config_lib.validate(cfg)
+  train_x = load_dataset(cfg.data, cfg.train.seed).train_x
+  peak = None
+  if roofline:
+    from benchmarks import roofline as roofline_lib  # pylint: disable=import-outside-toplevel
+    peak = roofline_lib.measure(repeats=5)
+  records = []
+  for bs in batch_sizes or (cfg.train.batch_size,):
+    run_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=bs))
+    steps = common.steps_per_rep(bs, samples)
+    rec = run(run_cfg, tiled(train_x, steps * bs), reps=reps, inference=inference)
+    rec["train_gflops"] = (rec["train"]["samples_per_s"] *
+                           common.train_flops_per_sample(rec["macs_per_sample"]) / 1e9)
+    if peak:
+      rec["roofline_pct"] = 100 * rec["train_gflops"] / peak["peak_gflops"]
+    records.append(rec)
+  print(f"{cfg.model.arch} AE, {cfg.model.kind}, {cfg.model.loss} loss, "
+        f"{cfg.train.optimizer}, data {cfg.data.name} {tuple(train_x.shape[1:])}, "
+        f"{records[0]['platform']}; {reps} repetitions of ~{samples} examples")
+  print("| batch | dev | train samples/s (median) | min–max | GFLOP/s | % peak | "
+        "compile s | infer samples/s | peak RSS MiB |")
+  print("|---|---|---|---|---|---|---|---|---|")
+  for r in records:
+    t = r["train"]
+    infer = f"{r['infer']['samples_per_s']:,.0f}" if "infer" in r else "–"
+    pct = f"{r['roofline_pct']:.0f}" if "roofline_pct" in r else "–"
+    print(f"| {r['batch_size']} | {r['devices']} | {t['samples_per_s']:,.0f} | "
+          f"{t['samples_per_s_min']:,.0f}–{t['samples_per_s_max']:,.0f} | "
+          f"{r['train_gflops']:.1f} | {pct} | {r['compile_s']:.2f} | {infer} | "
+          f"{r['peak_rss_mb']:.0f} |")
+  if peak:
+    print(f"peak: {peak['n']}² float32 matmul, NumPy {peak['numpy_gflops']:.0f} / "
+          f"JAX {peak['jax_gflops']:.0f} GFLOP/s")
+  if json_out:
+    io.write_json(json_out, {"config": config_lib.to_dict(cfg), "peak": peak,
+                             "results": records})
+  return records
+
+
 def main(argv=None) -> None:
   def extra(p):
     p.add_argument("--devices", type=int, default=1, help="0: all devices")

@@ -37,7 +37,7 @@ PEERS = {  # Name → (module, extra arguments, the package it needs).
 IMPLS = ("flaxae", "flaxae-all", *PEERS)
 BASELINE = "pytorch"
 # Examples per timed repetition (one epoch); the conv AE is ~15× the FLOPs.
-DEFAULT_SAMPLES = {"dense": 16384, "conv": 4096}
+DEFAULT_SAMPLES = {"dense": 16384, "conv": 2048}
 
 
 def cpu_model() -> str:
@@ -49,6 +49,19 @@ def cpu_model() -> str:
   except OSError:
     pass
   return platform.processor() or platform.machine()
+
+
+def git_state() -> str:
+  """The commit of this checkout, with ``+dirty`` when flaxae/ has changes."""
+  root = Path(__file__).resolve().parents[1]
+  try:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
+                            capture_output=True, check=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "flaxae"], cwd=root, text=True,
+                           capture_output=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+  return commit + ("+dirty" if dirty else "")
 
 
 def run_process(module: str, args: list[str], *, env: dict[str, str],
@@ -68,12 +81,10 @@ def run_process(module: str, args: list[str], *, env: dict[str, str],
 
 
 def _jobs(args, devices_all: int, platform_: str):
-  """(model, batch size, impl, module, argv, extra env), interleaved by impl."""
+  """(model, batch size, impl, module, argv less --samples, extra env), interleaved."""
   for model in args.models:
-    samples = args.samples or DEFAULT_SAMPLES[model]
     for bs in args.batch_sizes:
-      common_args = ["--model", model, "--batch-size", str(bs), "--samples",
-                     str(max(samples, bs)), "--reps", str(args.reps),
+      common_args = ["--model", model, "--batch-size", str(bs), "--reps", str(args.reps),
                      "--seed", str(args.seed), "--threads", str(args.threads)]
       for impl in args.impls:
         if impl == "flaxae":
@@ -89,6 +100,31 @@ def _jobs(args, devices_all: int, platform_: str):
         else:
           module, extra, _ = PEERS[impl]
           yield model, bs, impl, module, [*common_args, *extra], {}
+
+
+def plan_samples(results: list[dict[str, Any]], impl: str, model: str, bs: int,
+                 samples: int, reps: int, budget_s: float) -> tuple[int, str | None]:
+  """Examples per repetition for one job, and a reason to skip it (or None).
+
+  An implementation's throughput at the previous batch size predicts this
+  job's time; a job predicted to take longer than ``budget_s`` gets fewer
+  examples per repetition (at least one batch), or is skipped when even one
+  batch per repetition would take over twice the budget.
+  """
+  samples = max(samples, bs)
+  name, all_devices = ("flaxae", True) if impl == "flaxae-all" else (impl, False)
+  prev = [r for r in results if r.get("impl") == name and r.get("arch") == model
+          and r.get("all_devices", False) == all_devices and "train" in r]
+  if not prev:
+    return samples, None
+  sps = prev[-1]["train"]["samples_per_s"]
+  runs = reps + 1  # The first (compiling) call runs an epoch too.
+  if runs * samples / sps <= budget_s:
+    return samples, None
+  if runs * bs / sps > 2 * budget_s:
+    return samples, (f"skipped: ~{runs * bs / sps:.0f} s predicted at "
+                     f"{sps:,.0f} samples/s (budget {budget_s:.0f} s)")
+  return max(bs, int(budget_s * sps / runs) // bs * bs), None
 
 
 def add_ratios(results: list[dict[str, Any]], peak_gflops: float) -> None:
@@ -138,8 +174,8 @@ def acceptance(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
   """Issue 6's acceptance figures, from this run's rows (1-device flaxae)."""
   def row(impl, arch, bs):
     for r in results:
-      if r.get("impl") == impl and r.get("arch") == arch and r.get("batch_size") == bs \
-          and "train" in r:
+      if (r.get("impl") == impl and r.get("arch") == arch and r.get("batch_size") == bs
+          and not r.get("all_devices") and "train" in r):
         return r
     return None
 
@@ -179,7 +215,11 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--threads", type=int, default=common.num_threads(),
                  help="threads every implementation uses (default: all cores)")
+  p.add_argument("--budget", type=float, default=150,
+                 help="seconds a job may take; slow ones get fewer examples per repetition")
   p.add_argument("--timeout", type=float, default=900, help="seconds per subprocess")
+  p.add_argument("--matmul-size", type=int, default=2048,
+                 help="n of the n×n float32 matmul that measures the peak")
   p.add_argument("--quick", action="store_true",
                  help="smoke run: batch 64, 2 repetitions of 512 examples")
   p.add_argument("--out", default="benchmarks/out/throughput.json")
@@ -194,14 +234,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  started = time.time()
+  started, load_start = time.time(), os.getloadavg()
   env = {**os.environ, **common.thread_env(args.threads)}
   env.setdefault("JAX_PLATFORMS", "")
   env["PYTHONWARNINGS"] = "ignore"
   print(f"# threads per implementation: {args.threads}", file=sys.stderr)
 
   # --- The roofline: a large float32 matmul, in this run -----------------------
-  peak = run_process("benchmarks.roofline", [], env=env, timeout=args.timeout)[0]
+  peak = run_process("benchmarks.roofline", ["--n", str(args.matmul_size)], env=env,
+                     timeout=args.timeout)[0]
   if "error" in peak:
     print(f"roofline failed: {peak['error']}", file=sys.stderr)
     return 1
@@ -215,14 +256,19 @@ def main(argv=None) -> int:
   for model, bs, impl, module, argv_, extra_env in _jobs(args, devices_all,
                                                           peak["platform"]):
     pkg = PEERS.get(impl, (None, None, "jax"))[2]
+    samples, skip = plan_samples(results, impl, model, bs, args.samples or
+                                 DEFAULT_SAMPLES[model], args.reps, args.budget)
     if importlib.util.find_spec(pkg) is None:
       rec = {"error": f"{pkg} is not installed (pip install -e '.[bench]')"}
+    elif skip:
+      rec = {"error": skip}
     else:
       t0 = time.perf_counter()
-      rec = run_process(module, argv_, env={**env, **extra_env}, timeout=args.timeout)[0]
+      rec = run_process(module, [*argv_, "--samples", str(samples)],
+                        env={**env, **extra_env}, timeout=args.timeout)[0]
       rec["wall_s"] = time.perf_counter() - t0
-    rec.update(impl=impl if impl != "flaxae-all" else "flaxae", arch=model, batch_size=bs,
-               **({"all_devices": True} if impl == "flaxae-all" else {}))
+    rec.update(impl="flaxae" if impl == "flaxae-all" else impl, arch=model, batch_size=bs,
+               all_devices=impl == "flaxae-all")
     results.append(rec)
     status = rec.get("error") or f"{rec['train']['samples_per_s']:,.0f} samples/s"
     print(f"# {model:5} b{bs:<5} {impl:14} {status}", file=sys.stderr, flush=True)
@@ -241,15 +287,16 @@ def main(argv=None) -> int:
   print()
   print("| acceptance (issue 6) | need | value | holds |\n|---|---|---|---|")
   for c in checks:
-    print(f"| {c['figure']} | {c['need']} | {_fmt(c['value'], '.2f')} | "
-          f"{'yes' if c['holds'] else 'no'} |")
+    holds = "not measured" if c["value"] is None else "yes" if c["holds"] else "no"
+    print(f"| {c['figure']} | {c['need']} | {_fmt(c['value'], '.2f')} | {holds} |")
   meta = {
       "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
       "command": " ".join(["python -m benchmarks.throughput", *(argv or sys.argv[1:])]),
       "cpu": cpu_model(), "cores": os.cpu_count(), "threads": args.threads,
       "python": platform.python_version(), "versions": _versions(results, peak),
       "seconds": time.time() - started, "reps": args.reps,
-      "baseline": BASELINE,
+      "baseline": BASELINE, "git": git_state(),
+      "loadavg_1_5_15_start": load_start, "loadavg_1_5_15_end": os.getloadavg(),
   }
   out = Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ import numpy as np
 
 from flaxae import io, viz
 from flaxae.config import Config
-from flaxae.errors import DataError, ShapeError
+from flaxae.errors import ConfigError, DataError, ShapeError
 from flaxae.models import Autoencoder
 
 
@@ -106,21 +106,37 @@ class Run:
     logits = self._batched(_images_of(x, self.feature_shape), "__call__")
     return np.asarray(jax.nn.sigmoid(logits))
 
-  def evaluate(self, x: np.ndarray) -> dict[str, float]:
-    """Test figures on ``x``: the loss, BCE, MSE and PSNR (dB)."""
+  def evaluate(self, x: np.ndarray, noise: str | None = None) -> dict[str, float]:
+    """Test figures on ``x``: the loss, BCE, MSE and PSNR (dB), and the kind's own.
+
+    Sparse: ``mean_activation``, ``near_zero``; contractive: ``jacobian_norm``;
+    vae: ``elbo``, ``iwae_nll`` (nats per image), ``kl``; vq: ``perplexity``,
+    ``codes_used``. With ``noise`` (``gaussian:0.5``, ``mask:0.5``,
+    ``salt_pepper:0.1``; default: a denoising model's own) also
+    ``noisy_psnr`` and ``denoised_psnr``.
+    """
     from flaxae import objectives  # pylint: disable=import-outside-toplevel
     from flaxae.train import parallel  # pylint: disable=import-outside-toplevel
-    from flaxae.train.step import eval_step  # pylint: disable=import-outside-toplevel
+    from flaxae.train.step import eval_step, summarize_eval  # pylint: disable=import-outside-toplevel
 
     x = _images_of(x, self.feature_shape)
+    cfg = self.config.model
     mesh = parallel.make_mesh(1)
     eval_jit = parallel.make_eval(functools.partial(
-        eval_step, model=self.model, objective=objectives.get(self.config.model.kind),
-        cfg=self.config.model, rng=jax.random.key(self.config.train.seed)), mesh)
-    out = parallel.evaluate(eval_jit, self.variables, x,
-                            self.config.train.eval_batch_size, 1)
-    out["psnr"] = float(10.0 * np.log10(1.0 / max(out["mse"], 1e-12)))
-    return out
+        eval_step, model=self.model, objective=objectives.get(cfg.kind), cfg=cfg,
+        rng=jax.random.key(self.config.train.seed),
+        noise=objectives.eval_noise(cfg, noise)), mesh)
+    return parallel.evaluate(eval_jit, self.variables, x,
+                             self.config.train.eval_batch_size, 1,
+                             functools.partial(summarize_eval, cfg=cfg))
+
+  def sample(self, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` images in [0, 1] generated from the prior (``vae`` runs only)."""
+    from flaxae.models import VariationalAutoencoder, sample  # pylint: disable=import-outside-toplevel
+    if not isinstance(self.model, VariationalAutoencoder):
+      raise ConfigError(f"sampling needs a model.kind=vae run, this one is "
+                        f"{self.config.model.kind}")
+    return np.asarray(sample(self.model, self.variables, jax.random.key(seed), n))
 
   def write_outputs(self, ds, num_images: int = 10) -> dict[str, float]:
     """Writes ``eval.json`` and ``reconstructions.png`` for the test set."""

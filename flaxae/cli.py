@@ -39,7 +39,8 @@ def _int_tuple_rule(info: tyro.constructors.PrimitiveTypeInfo):
       str_from_instance=lambda x: [",".join(map(str, x))])
 
 
-def train(cfg: Annotated[Config, tyro.conf.arg(name="")], progress: bool = True) -> int:
+def train(cfg: Annotated[Config, tyro.conf.arg(name=""), tyro.conf.FlagConversionOff],
+          progress: bool = True) -> int:
   """Train an autoencoder (or resume the run in --run_dir).
 
   Ctrl-C or SIGTERM saves a checkpoint at the current step and exits with
@@ -51,6 +52,9 @@ def train(cfg: Annotated[Config, tyro.conf.arg(name="")], progress: bool = True)
     print(f"interrupted at step {int(run.state.step)}; checkpoint saved in "
           f"{run.dir.resolve()}; run the same command to resume", file=sys.stderr)
     return 128 + run.interrupted_by
+  import jax  # pylint: disable=import-outside-toplevel
+  if jax.process_index() != 0:  # Multi-process: process 0 speaks for the job.
+    return 0
   last = run.history[-1] if run.history else {}
   summary = {k: round(v, 6) for k, v in last.items() if k.startswith("test/")}
   print(f"run directory: {run.dir.resolve()}")
@@ -60,13 +64,16 @@ def train(cfg: Annotated[Config, tyro.conf.arg(name="")], progress: bool = True)
 
 
 def evaluate(run_dir: tyro.conf.Positional[str], json_out: str = "",
-             overwrite: bool = False) -> None:
-  """Evaluate a run on its test set: loss, BCE, MSE and PSNR.
+             overwrite: bool = False, noise: str | None = None) -> None:
+  """Evaluate a run on its test set: loss, BCE, MSE, PSNR and its kind's figures.
 
   Args:
     run_dir: The run directory.
     json_out: Also write the figures to this JSON file.
     overwrite: Replace ``json_out`` if it exists.
+    noise: Also report the PSNR of the test images corrupted so
+      (gaussian:0.5, mask:0.5, salt_pepper:0.1) and of their reconstructions;
+      a denoising run uses its own corruption unless told (none: no noise).
   """
   # pylint: disable=import-outside-toplevel
   from flaxae import io
@@ -75,7 +82,8 @@ def evaluate(run_dir: tyro.conf.Positional[str], json_out: str = "",
   if json_out:
     io.check_output(json_out, overwrite)
   run = load(run_dir)
-  figures = run.evaluate(load_dataset(run.config.data, run.config.train.seed).test_x)
+  figures = run.evaluate(load_dataset(run.config.data, run.config.train.seed).test_x,
+                         noise=noise)
   if json_out:
     io.write_json(json_out, figures, overwrite)
   width = max(map(len, figures))
@@ -136,6 +144,102 @@ def bench(cfg: Annotated[Config, tyro.conf.arg(name="")], batch_sizes: tuple[int
 
 
 COMMANDS["bench"] = bench
+
+
+_RunDir = Annotated[str, tyro.conf.arg(metavar="RUN_DIR"), tyro.conf.Positional]
+_Output = Annotated[str, tyro.conf.arg(aliases=("-o",), metavar="FILE")]
+
+
+def compress(run_dir: _RunDir,
+             input_path: Annotated[str, tyro.conf.arg(metavar="INPUT"), tyro.conf.Positional],
+             output: _Output, step: float = 0.5, overwrite: bool = False, json_out: str = "") -> None:
+  """Compress images (.npy, .npz or IDX) to a binary file with a trained run.
+
+  Prints the file's bits per pixel, compression ratio against raw uint8,
+  PSNR and SSIM. The format is described in ``flaxae.apps.compress``.
+
+  Args:
+    run_dir: The run directory.
+    input_path: The images: uint8, or float in [0, 1].
+    output: The compressed file to write.
+    step: Quantisation step of the codes (smaller: more bits, better images).
+    overwrite: Replace ``output`` (and ``json_out``) if it exists.
+    json_out: Also write the report to this JSON file.
+  """
+  # pylint: disable=import-outside-toplevel
+  from flaxae import io
+  from flaxae.apps import compress as compress_lib
+  if json_out:
+    io.check_output(json_out, overwrite)
+  report = compress_lib.compress_file(run_dir, input_path, output, step, overwrite)
+  if json_out:
+    io.write_json(json_out, report.as_dict(), overwrite)
+  print(f"wrote {output}: {report.file_bytes} bytes for {report.examples} examples, "
+        f"{report.bits_per_pixel:.4f} bits per pixel, ratio {report.ratio:.2f} vs raw "
+        f"uint8, PSNR {report.psnr:.2f} dB, SSIM {report.ssim:.4f}")
+
+
+def decompress(run_dir: _RunDir,
+               file: Annotated[str, tyro.conf.arg(metavar="FILE"), tyro.conf.Positional],
+               output: _Output, overwrite: bool = False) -> None:
+  """Restore the images of a file made by ``flaxae compress`` with the same run.
+
+  Args:
+    run_dir: The run directory that compressed the file.
+    file: The compressed file.
+    output: The images to write: FILE.npy, or FILE.idx / FILE-ubyte[.gz] for IDX.
+    overwrite: Replace ``output`` if it exists.
+  """
+  from flaxae.apps import compress as compress_lib  # pylint: disable=import-outside-toplevel
+  out = compress_lib.decompress_file(run_dir, file, output, overwrite)
+  print(f"wrote {output}: {out.dtype} array of shape {out.shape}")
+
+
+COMMANDS["compress"] = compress
+COMMANDS["decompress"] = decompress
+
+
+def detect(run_dir: _RunDir,
+           input_path: Annotated[str, tyro.conf.arg(metavar="INPUT"), tyro.conf.Positional],
+           output: Annotated[str, tyro.conf.arg(aliases=("-o",), metavar="FILE")] = "",
+           contamination: float = 0.1, threshold: float | None = None,
+           metric: typing.Literal["mse", "l1", "bce"] = "mse",
+           overwrite: bool = False) -> None:
+  """Score examples by reconstruction error and flag the outliers.
+
+  Without ``-o``, prints ``index,score,outlier`` rows (1: outlier) and a
+  summary on stderr.
+
+  Args:
+    run_dir: The run directory.
+    input_path: The examples (.npy, .npz or IDX): uint8, or float in [0, 1].
+    output: Write the rows to FILE.csv, or an (N, 2) array to FILE.npy.
+    contamination: Share of the run's training set above the threshold.
+    threshold: The score above which an example is an outlier (instead of
+      ``contamination``).
+    metric: The per-example reconstruction error.
+    overwrite: Replace ``output`` if it exists.
+  """
+  # pylint: disable=import-outside-toplevel
+  from flaxae import io
+  from flaxae.apps import anomaly, arrays
+  if output:
+    io.check_output(output, overwrite)
+  found = anomaly.detect(run_dir, arrays.read_array(input_path), contamination,
+                         threshold, metric)
+  summary = (f"{int(found.outliers.sum())} of {len(found.scores)} examples are outliers "
+             f"({metric} above {found.threshold:.6g})")
+  if output:
+    anomaly.write_detection(output, found, overwrite)
+    print(f"wrote {output}: {summary}")
+  else:
+    print("index,score,outlier")
+    for i, (s, o) in enumerate(zip(found.scores, found.outliers)):
+      print(f"{i},{s:.9g},{o}")
+    print(summary, file=sys.stderr)
+
+
+COMMANDS["detect"] = detect
 
 
 if __name__ == "__main__":

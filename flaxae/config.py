@@ -48,7 +48,8 @@ class ModelConfig:
 
   Attributes:
     arch: ``dense`` or ``conv``.
-    kind: The objective: ``plain`` (more in :mod:`flaxae.objectives`).
+    kind: The objective: ``plain``, ``sparse``, ``denoising``, ``contractive``,
+      ``vae`` or ``vq`` (see :mod:`flaxae.objectives`).
     widths: Dense encoder widths from the first hidden layer to the code; the
       decoder mirrors them. A leading entry equal to the input width is read as
       the input (``784,256,64`` is ``256,64`` on 784-pixel data).
@@ -57,7 +58,59 @@ class ModelConfig:
       mirrors them with stride-2 transposed convolutions.
     kernel_size: Conv kernel size.
     latent_dim: Conv code size (flattened, then dense); 0 keeps a spatial code.
-    loss: Reconstruction loss: ``bce`` (from logits), ``mse``, ``l1``, ``huber``.
+    loss: Reconstruction loss: ``bce`` (from logits), ``mse``, ``l1``, ``huber``
+      (every kind but ``vae``, whose likelihood is ``likelihood``).
+    code_activation: Applied to the code: ``auto`` (``sigmoid`` for ``sparse``
+      with ``sparsity=kl`` and for ``contractive``, ``relu`` for ``sparse`` with
+      ``sparsity=l1``, linear otherwise), ``linear``, ``sigmoid``, ``relu``, ``tanh``.
+
+    Regularisers for every kind:
+    dropout: Dropout rate after every hidden layer, in training only.
+    input_noise: Std of Gaussian noise added to the input in training (the
+      target stays clean).
+    l1_weight_penalty: λ of the L1 penalty λ·Σ|w| on the weight matrices.
+    (L2 weight decay is ``train.weight_decay``.)
+
+    ``sparse``:
+    sparsity: ``kl`` (KL(ρ‖ρ̂) on a sigmoid code's mean activations) or ``l1``.
+    sparsity_target: ρ, the target mean activation of each code unit (``kl``).
+    sparsity_weight: β, the weight of the KL-ρ penalty (``kl``).
+    sparse_l1: λ of the L1 penalty λ·Σⱼ|hⱼ| on each code (``l1``).
+
+    ``denoising``:
+    noise: Corruption ``gaussian:σ`` (clipped to [0, 1]), ``mask:p`` (each
+      pixel dropped to 0 with probability p) or ``salt_pepper:p``.
+
+    ``contractive``:
+    contractive_weight: λ of the penalty λ·‖∂h/∂x‖²_F per example.
+    jacobian: ``auto`` (``closed_form`` for one dense sigmoid layer, else
+      ``exact``), ``closed_form``, ``exact`` (one VJP or JVP per code unit or
+      input, whichever is fewer) or ``hutchinson`` (an unbiased estimate).
+    jacobian_probes: Random probes per example for ``hutchinson``.
+
+    ``vae``:
+    beta: Weight of the KL term (β-VAE; 1 is the ELBO).
+    kl_warmup_steps: Raise the KL weight linearly from 0 to ``beta`` over this
+      many steps (0: no warm-up).
+    likelihood: Decoder likelihood: ``bernoulli`` (logits) or ``gaussian``
+      (mean ``sigmoid(logits)``, std ``likelihood_std``).
+    likelihood_std: Std of the Gaussian likelihood.
+    logvar_min: Lower clamp of the encoder's log-variance.
+    logvar_max: Upper clamp of the encoder's log-variance.
+    iwae_samples: K, the samples of the importance-weighted bound (evaluation).
+
+    ``vq``:
+    codebook_size: K, the number of code vectors.
+    codebook_dim: Size of each quantised vector: the code's last axis is cut
+      into pieces of this size (0: the whole last axis, i.e. the channels of a
+      spatial code or the whole vector code).
+    commitment: Weight of the commitment loss ‖z_e − sg(z_q)‖².
+    vq_ema: Update the codebook by exponential moving averages of the
+      assigned encoder outputs (else by gradient, with a codebook loss).
+    ema_decay: Decay of those moving averages.
+    dead_code_restart: Restart codes whose moving-average usage falls below
+      this fraction of the uniform usage 1/K, each at an encoder output drawn
+      from the batch (EMA codebook only; 0: never).
   """
 
   arch: Literal["dense", "conv"] = "dense"
@@ -68,6 +121,37 @@ class ModelConfig:
   kernel_size: int = 3
   latent_dim: int = 32
   loss: Literal["bce", "mse", "l1", "huber"] = "bce"
+  code_activation: Literal["auto", "linear", "sigmoid", "relu", "tanh"] = "auto"
+  # Regularisers for every kind.
+  dropout: float = 0.0
+  input_noise: float = 0.0
+  l1_weight_penalty: float = 0.0
+  # sparse
+  sparsity: Literal["kl", "l1"] = "kl"
+  sparsity_target: float = 0.05
+  sparsity_weight: float = 0.1
+  sparse_l1: float = 1e-3
+  # denoising
+  noise: str = "gaussian:0.5"
+  # contractive
+  contractive_weight: float = 0.01
+  jacobian: Literal["auto", "closed_form", "exact", "hutchinson"] = "auto"
+  jacobian_probes: int = 1
+  # vae
+  beta: float = 1.0
+  kl_warmup_steps: int = 0
+  likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
+  likelihood_std: float = 0.1
+  logvar_min: float = -10.0
+  logvar_max: float = 10.0
+  iwae_samples: int = 16
+  # vq
+  codebook_size: int = 128
+  codebook_dim: int = 0
+  commitment: float = 0.25
+  vq_ema: bool = True
+  ema_decay: float = 0.99
+  dead_code_restart: float = 0.03
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +209,27 @@ class CheckpointConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DistributedConfig:
+  """Multi-process (multi-host) training on JAX's distributed runtime.
+
+  Attributes:
+    enabled: Call ``jax.distributed.initialize`` before training. With no
+      coordinator given, JAX reads ``JAX_COORDINATOR_ADDRESS`` or detects the
+      cluster (SLURM, Open MPI, Cloud TPU, ...).
+    coordinator: ``host:port`` of process 0.
+    num_processes: How many processes (0: from the environment).
+    process_id: This process's index (-1: from the environment).
+    cpu_collectives: Collectives for CPU devices (``gloo`` or ``mpi``).
+  """
+
+  enabled: bool = False
+  coordinator: str = ""
+  num_processes: int = 0
+  process_id: int = -1
+  cpu_collectives: Literal["gloo", "mpi"] = "gloo"
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
   """A whole run.
 
@@ -137,6 +242,7 @@ class Config:
   model: ModelConfig = ModelConfig()
   train: TrainConfig = TrainConfig()
   checkpoint: CheckpointConfig = CheckpointConfig()
+  distributed: DistributedConfig = DistributedConfig()
   run_dir: str = ""
 
   def resolved_run_dir(self) -> str:
@@ -148,14 +254,21 @@ class Config:
 
 _POSITIVE = {
     "train.epochs", "train.batch_size", "model.kernel_size", "checkpoint.keep",
-    "train.max_bad_steps", "train.eval_batch_size",
+    "train.max_bad_steps", "train.eval_batch_size", "model.jacobian_probes",
+    "model.likelihood_std", "model.iwae_samples", "model.codebook_size",
 }
 _NON_NEGATIVE = {
     "train.learning_rate", "train.weight_decay", "train.warmup_steps",
     "train.clip_norm", "train.num_devices", "train.momentum",
     "checkpoint.every_steps", "data.limit_train", "data.limit_test",
-    "model.latent_dim", "train.steps_per_call",
+    "model.latent_dim", "train.steps_per_call", "model.input_noise",
+    "model.l1_weight_penalty", "model.sparsity_weight", "model.sparse_l1",
+    "model.contractive_weight", "model.beta", "model.kl_warmup_steps",
+    "model.codebook_dim", "model.commitment", "model.dead_code_restart",
 }
+# Open intervals (lo, hi) and half-open [lo, hi).
+_IN_OPEN_UNIT = {"model.sparsity_target", "model.ema_decay"}
+_IN_UNIT = {"model.dropout"}
 
 
 def validate(cfg: Config) -> Config:
@@ -167,6 +280,16 @@ def validate(cfg: Config) -> Config:
   for key in _NON_NEGATIVE:
     if flat[key] < 0:
       raise ConfigError(f"{key} must not be negative, got {flat[key]}")
+  for key in _IN_OPEN_UNIT:
+    if not 0.0 < flat[key] < 1.0:
+      raise ConfigError(f"{key} must be in (0, 1), got {flat[key]}")
+  for key in _IN_UNIT:
+    if not 0.0 <= flat[key] < 1.0:
+      raise ConfigError(f"{key} must be in [0, 1), got {flat[key]}")
+  if cfg.model.logvar_min >= cfg.model.logvar_max:
+    raise ConfigError(
+        f"model.logvar_min ({cfg.model.logvar_min}) must be smaller than "
+        f"model.logvar_max ({cfg.model.logvar_max})")
   if not 0.0 < cfg.data.test_fraction < 1.0:
     raise ConfigError(
         f"data.test_fraction must be in (0, 1), got {cfg.data.test_fraction}")
@@ -180,6 +303,7 @@ def validate(cfg: Config) -> Config:
   from flaxae import models, objectives  # pylint: disable=import-outside-toplevel
   models.check_activation(cfg.model.activation)
   objectives.get(cfg.model.kind)
+  objectives.parse_noise(cfg.model.noise)
   return cfg
 
 

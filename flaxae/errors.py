@@ -31,3 +31,7 @@ class OutputError(FlaxaeError):
 
 class TrainingError(FlaxaeError):
   """Training cannot go on (for example too many non-finite steps in a row)."""
+
+
+class FormatError(FlaxaeError, ValueError):
+  """A compressed file is malformed, truncated, corrupt or from another model."""

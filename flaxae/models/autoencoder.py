@@ -1,7 +1,9 @@
 """The autoencoder module: an encoder and a decoder, nothing else.
 
 Objectives (losses, noise, extra heads) live in :mod:`flaxae.objectives`; the
-module only knows how to ``encode`` and ``decode``.
+module only knows how to ``encode`` and ``decode``. Every method takes
+``train`` (default False): it turns dropout on, which then needs a
+``"dropout"`` key in ``rngs``.
 """
 
 from __future__ import annotations
@@ -11,9 +13,13 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from flaxae.models.conv import ConvDecoder, ConvEncoder
+from flaxae.models.conv import ConvDecoder, ConvEncoder, downsampled
 from flaxae.models.dense import DenseDecoder, DenseEncoder
 from flaxae.models.registry import activation_fn
+
+
+def _identity(x: jnp.ndarray) -> jnp.ndarray:
+  return x
 
 
 class Autoencoder(nn.Module):
@@ -30,6 +36,10 @@ class Autoencoder(nn.Module):
     latent_dim: Conv code size (0: spatial code).
     kernel_size: Conv kernel size.
     activation: Name of the hidden activation.
+    code_activation: Name of the code's activation; ``linear`` for none, and
+      empty for the backbone's own (linear for a dense code, the hidden
+      activation for a spatial conv code).
+    dropout: Dropout rate after every hidden layer in training.
   """
 
   arch: str
@@ -39,34 +49,66 @@ class Autoencoder(nn.Module):
   latent_dim: int = 32
   kernel_size: int = 3
   activation: str = "relu"
+  code_activation: str = ""
+  dropout: float = 0.0
 
-  def setup(self):
+  @property
+  def code_shape(self) -> tuple[int, ...]:
+    """Shape of one example's code: ``(width,)`` or ``(h, w, channels)``."""
+    if self.arch == "dense":
+      return (self.widths[-1],)
+    if self.latent_dim:
+      return (self.latent_dim,)
+    levels = len(self.channels)
+    return (downsampled(self.feature_shape[0], levels),
+            downsampled(self.feature_shape[1], levels), self.channels[-1])
+
+  def _encoder(self, code_factor: int = 1) -> nn.Module:
+    """The backbone's encoder, its code ``code_factor`` times wider."""
+    act = activation_fn(self.activation)
+    if not self.code_activation:
+      code_act = None
+    elif self.code_activation == "linear":
+      code_act = _identity
+    else:
+      code_act = activation_fn(self.code_activation)
+    if self.arch == "dense":
+      widths = tuple(self.widths)
+      widths = widths[:-1] + (widths[-1] * code_factor,)
+      return DenseEncoder(widths, act, code_act, self.dropout)
+    channels, latent_dim = tuple(self.channels), self.latent_dim * code_factor
+    if not latent_dim:
+      channels = channels[:-1] + (channels[-1] * code_factor,)
+    return ConvEncoder(channels, latent_dim, self.kernel_size, act, code_act,
+                       self.dropout)
+
+  def _decoder(self) -> nn.Module:
     act = activation_fn(self.activation)
     if self.arch == "dense":
       num_features = 1
       for s in self.feature_shape:
         num_features *= s
-      self.encoder = DenseEncoder(tuple(self.widths), act)
-      self.decoder = DenseDecoder(
-          tuple(reversed(self.widths[:-1])), num_features, act)
-    else:
-      self.encoder = ConvEncoder(
-          tuple(self.channels), self.latent_dim, self.kernel_size, act)
-      self.decoder = ConvDecoder(
-          tuple(self.channels), tuple(self.feature_shape), self.latent_dim,
-          self.kernel_size, act)
+      return DenseDecoder(tuple(reversed(self.widths[:-1])), num_features, act,
+                          self.dropout)
+    return ConvDecoder(tuple(self.channels), tuple(self.feature_shape),
+                       self.latent_dim, self.kernel_size, act, self.dropout)
 
-  def encode(self, x: jnp.ndarray) -> jnp.ndarray:
+  def setup(self):
+    self.encoder = self._encoder()
+    self.decoder = self._decoder()
+
+  def _flat(self, x: jnp.ndarray) -> jnp.ndarray:
+    return x.reshape(x.shape[0], -1) if self.arch == "dense" else x
+
+  def encode(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     """``(B, *feature_shape)`` inputs → ``(B, *code_shape)`` codes."""
-    if self.arch == "dense":
-      x = x.reshape(x.shape[0], -1)
-    return self.encoder(x)
+    return self.encoder(self._flat(x), train)
 
-  def decode(self, z: jnp.ndarray) -> jnp.ndarray:
+  def decode(self, z: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     """``(B, *code_shape)`` codes → ``(B, *feature_shape)`` logits."""
-    logits = self.decoder(z)
+    logits = self.decoder(z, train)
     return logits.reshape(logits.shape[0], *self.feature_shape)
 
-  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     """Reconstruction logits of ``x``."""
-    return self.decode(self.encode(x))
+    return self.decode(self.encode(x, train), train)

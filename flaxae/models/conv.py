@@ -27,19 +27,38 @@ class ConvEncoder(nn.Module):
 
   Maps ``(B, H, W, C)`` images to ``(B, latent_dim)`` codes, or to a spatial
   code ``(B, h, w, channels[-1])`` when ``latent_dim`` is 0.
+
+  Attributes:
+    channels: Channels of the stride-2 convolutions.
+    latent_dim: Width of the dense code (0: the last convolution is the code).
+    kernel_size: Kernel size.
+    activation: Applied after every hidden layer.
+    code_activation: Applied to the code (None: linear for a dense code, and
+      ``activation`` for a spatial one).
+    dropout: Dropout rate after every hidden layer when ``train``.
   """
 
   channels: Sequence[int]
   latent_dim: int
   kernel_size: int = 3
   activation: Callable[[jnp.ndarray], jnp.ndarray] = nn.relu
+  code_activation: Callable[[jnp.ndarray], jnp.ndarray] | None = None
+  dropout: float = 0.0
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    last = len(self.channels) - 1
     for i, ch in enumerate(self.channels):
-      x = self.activation(Conv(ch, self.kernel_size, 2, name=f"conv_{i}")(x))
+      x = Conv(ch, self.kernel_size, 2, name=f"conv_{i}")(x)
+      if i == last and not self.latent_dim and self.code_activation is not None:
+        return self.code_activation(x)
+      x = self.activation(x)
+      if self.dropout and (i < last or self.latent_dim):
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
     if self.latent_dim:
       x = nn.Dense(self.latent_dim, name="code")(x.reshape(x.shape[0], -1))
+      if self.code_activation is not None:
+        x = self.code_activation(x)
     return x
 
 
@@ -47,6 +66,7 @@ class ConvDecoder(nn.Module):
   """Dense to a small grid, stride-2 transposed convolutions up, then logits.
 
   The output is cropped to ``image_shape`` (the upsampled grid is never smaller).
+  Dropout (rate ``dropout``, when ``train``) follows every hidden layer.
   """
 
   channels: Sequence[int]
@@ -54,16 +74,19 @@ class ConvDecoder(nn.Module):
   latent_dim: int
   kernel_size: int = 3
   activation: Callable[[jnp.ndarray], jnp.ndarray] = nn.relu
+  dropout: float = 0.0
 
   @nn.compact
-  def __call__(self, z: jnp.ndarray) -> jnp.ndarray:
+  def __call__(self, z: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     height, width, out_ch = self.image_shape
     levels = len(self.channels)
     h, w = downsampled(height, levels), downsampled(width, levels)
+    drop = lambda y: nn.Dropout(self.dropout, deterministic=not train)(y) if self.dropout else y
     if self.latent_dim:
-      z = self.activation(nn.Dense(h * w * self.channels[-1], name="grid")(z))
+      z = drop(self.activation(nn.Dense(h * w * self.channels[-1], name="grid")(z)))
       z = z.reshape(z.shape[0], h, w, self.channels[-1])
     for i, ch in enumerate(reversed(self.channels)):
-      z = self.activation(ConvTranspose(ch, self.kernel_size, 2, name=f"deconv_{i}")(z))
+      z = drop(self.activation(
+          ConvTranspose(ch, self.kernel_size, 2, name=f"deconv_{i}")(z)))
     z = Conv(out_ch, self.kernel_size, 1, name="logits")(z)
     return z[:, :height, :width, :]

@@ -13,17 +13,24 @@ class DenseEncoder(nn.Module):
 
   Attributes:
     widths: Hidden widths then the code width.
-    activation: Applied after every hidden layer (the code is linear).
+    activation: Applied after every hidden layer.
+    code_activation: Applied to the code (None: linear).
+    dropout: Dropout rate after every hidden layer when ``train``.
   """
 
   widths: Sequence[int]
   activation: Callable[[jnp.ndarray], jnp.ndarray] = nn.relu
+  code_activation: Callable[[jnp.ndarray], jnp.ndarray] | None = None
+  dropout: float = 0.0
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     for i, width in enumerate(self.widths[:-1]):
       x = self.activation(nn.Dense(width, name=f"hidden_{i}")(x))
-    return nn.Dense(self.widths[-1], name="code")(x)
+      if self.dropout:
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    x = nn.Dense(self.widths[-1], name="code")(x)
+    return x if self.code_activation is None else self.code_activation(x)
 
 
 class DenseDecoder(nn.Module):
@@ -33,14 +40,18 @@ class DenseDecoder(nn.Module):
     widths: Hidden widths, from the code side outwards.
     out_features: Width of the reconstruction.
     activation: Applied after every hidden layer (the output is logits).
+    dropout: Dropout rate after every hidden layer when ``train``.
   """
 
   widths: Sequence[int]
   out_features: int
   activation: Callable[[jnp.ndarray], jnp.ndarray] = nn.relu
+  dropout: float = 0.0
 
   @nn.compact
-  def __call__(self, z: jnp.ndarray) -> jnp.ndarray:
+  def __call__(self, z: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     for i, width in enumerate(self.widths):
       z = self.activation(nn.Dense(width, name=f"hidden_{i}")(z))
+      if self.dropout:
+        z = nn.Dropout(self.dropout, deterministic=not train)(z)
     return nn.Dense(self.out_features, name="logits")(z)

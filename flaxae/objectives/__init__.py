@@ -1,30 +1,69 @@
 """Objectives: one pure loss function per autoencoder kind.
 
-An objective is ``f(model, variables, x, rng, cfg) -> ObjectiveOutput``; the
-train step is the same for all of them.
+An objective is ``f(model, variables, x, rng, cfg, info=None) ->
+ObjectiveOutput`` (see :mod:`flaxae.objectives.base`); the train step is the
+same for all of them. A kind may also provide ``eval_figures(model,
+variables, x, rng, cfg)`` (per-example test figures, each ``(B, ...)``) and
+``summarize(means, cfg)`` (turns the test set's means of those figures into
+named numbers). A new kind is one new module and one entry in ``KINDS``.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
+from flaxae.config import ModelConfig
 from flaxae.errors import ConfigError
-from flaxae.objectives.base import ObjectiveOutput, reconstruction_metrics
+from flaxae.objectives import contractive, sparse, vae, vq
+from flaxae.objectives.base import (BatchInfo, ObjectiveOutput, l1_weight_penalty,
+                                    reconstruction_metrics)
+from flaxae.objectives.denoising import denoising
+from flaxae.objectives.noise import corrupt, parse_noise
 from flaxae.objectives.plain import plain
 
 Objective = Callable[..., ObjectiveOutput]
 
-OBJECTIVES: dict[str, Objective] = {
-    "plain": plain,
+
+class Kind(NamedTuple):
+  """An autoencoder kind: its loss and, optionally, its own test figures."""
+
+  objective: Objective
+  eval_figures: Callable[..., dict] | None = None
+  summarize: Callable[..., dict[str, float]] | None = None
+
+
+KINDS: dict[str, Kind] = {
+    "plain": Kind(plain),
+    "sparse": Kind(sparse.sparse, sparse.eval_figures),
+    "denoising": Kind(denoising),
+    "contractive": Kind(contractive.contractive, contractive.eval_figures),
+    "vae": Kind(vae.vae, vae.eval_figures),
+    "vq": Kind(vq.vq, vq.eval_figures, vq.summarize),
 }
 
-__all__ = ["OBJECTIVES", "Objective", "ObjectiveOutput", "get",
+OBJECTIVES: dict[str, Objective] = {name: k.objective for name, k in KINDS.items()}
+
+__all__ = ["BatchInfo", "KINDS", "Kind", "OBJECTIVES", "Objective", "ObjectiveOutput",
+           "corrupt", "eval_noise", "get", "kind", "l1_weight_penalty", "parse_noise",
            "reconstruction_metrics"]
 
 
-def get(kind: str) -> Objective:
-  """The objective registered as ``kind``."""
-  if kind not in OBJECTIVES:
+def kind(name: str) -> Kind:
+  """The kind registered as ``name``."""
+  if name not in KINDS:
     raise ConfigError(
-        f"unknown model.kind {kind!r}; known: {', '.join(sorted(OBJECTIVES))}")
-  return OBJECTIVES[kind]
+        f"unknown model.kind {name!r}; known: {', '.join(sorted(KINDS))}")
+  return KINDS[name]
+
+
+def get(name: str) -> Objective:
+  """The objective registered as ``name``."""
+  return kind(name).objective
+
+
+def eval_noise(cfg: ModelConfig, noise: str | None = None) -> str:
+  """The corruption to evaluate denoising with: ``noise`` if given, else the
+  training corruption of a ``denoising`` model, else none (``""``)."""
+  if noise is not None:
+    return noise if parse_noise(noise) is not None else ""
+  return cfg.noise if cfg.kind == "denoising" else ""

@@ -28,11 +28,11 @@ from flaxae.config import Config
 from flaxae.data import Dataset, load_dataset
 from flaxae.errors import CheckpointError, TrainingError
 from flaxae.models import Autoencoder, build_model
-from flaxae.train import parallel
+from flaxae.train import distributed, parallel
 from flaxae.train.logger import MetricsLogger
 from flaxae.train.optimizer import make_optimizer
 from flaxae.train.state import TrainState, create_state
-from flaxae.train.step import eval_step, train_step
+from flaxae.train.step import eval_step, summarize_eval, train_step
 
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
@@ -153,6 +153,8 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
 
   # --- Config, data, mesh, model: everything checked before anything is written
   cfg = config_lib.validate(cfg)
+  distributed.initialize(cfg.distributed)
+  main_process = distributed.is_main_process()
   run_dir = Path(cfg.resolved_run_dir())
   if (run_dir / CONFIG_FILE).exists():
     _check_resumable(read_config(run_dir), cfg, run_dir)
@@ -170,14 +172,15 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
       cfg, ds.feature_shape, schedule.steps_per_epoch, mesh)
 
   # --- Run directory ----------------------------------------------------------
-  io.make_dir(run_dir)
-  io.write_json(run_dir / CONFIG_FILE, config_lib.to_dict(cfg))
-  io.write_json(run_dir / RUN_FILE, {
-      "feature_shape": list(ds.feature_shape),
-      "steps_per_epoch": schedule.steps_per_epoch,
-      "num_train": num_train, "num_test": len(ds.test_x),
-      "fingerprint": config_lib.fingerprint(cfg),
-  })
+  if main_process:
+    io.make_dir(run_dir)
+    io.write_json(run_dir / CONFIG_FILE, config_lib.to_dict(cfg))
+    io.write_json(run_dir / RUN_FILE, {
+        "feature_shape": list(ds.feature_shape),
+        "steps_per_epoch": schedule.steps_per_epoch,
+        "num_train": num_train, "num_test": len(ds.test_x),
+        "fingerprint": config_lib.fingerprint(cfg),
+    })
 
   # --- Compiled step and the data on the devices ---------------------------
   step_fn = functools.partial(train_step, model=model, objective=objective, tx=tx,
@@ -188,12 +191,14 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
       num_examples=num_train, state_sharding=state_sharding)
   eval_jit = parallel.make_eval(
       functools.partial(eval_step, model=model, objective=objective, cfg=cfg.model,
-                        rng=jax.random.key(cfg.train.seed)), mesh)
-  train_data = jax.device_put(ds.train_x, parallel.replicated(mesh))
+                        rng=jax.random.key(cfg.train.seed),
+                        noise=objectives.eval_noise(cfg.model)), mesh)
+  summarize = functools.partial(summarize_eval, cfg=cfg.model)
+  train_data = parallel.put(ds.train_x, parallel.replicated(mesh))
 
   # --- State: restored, or born sharded -------------------------------------
   ckpt = Checkpointer(run_dir / CHECKPOINT_DIR, keep=cfg.checkpoint.keep)
-  logger = MetricsLogger(run_dir, enabled=jax.process_index() == 0)
+  logger = MetricsLogger(run_dir, enabled=main_process)
   if ckpt.latest_step() is not None:
     state, _ = ckpt.restore(abstract)
   else:
@@ -203,7 +208,7 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
 
   # --- Loop -----------------------------------------------------------------
   bar = tqdm(total=schedule.total_steps, initial=step, unit="step",
-             disable=not progress or jax.process_index() != 0, file=sys.stderr,
+             disable=not progress or not main_process, file=sys.stderr,
              dynamic_ncols=True)
   epoch_sums: dict[str, float] = {}
   epoch_steps, epoch_start = 0, time.perf_counter()
@@ -235,7 +240,8 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
               **{f"train/{k}": v / epoch_steps for k, v in epoch_sums.items()},
               **{f"test/{k}": v for k, v in parallel.evaluate(
                   eval_jit, {"params": state.params, **state.model_state},
-                  ds.test_x, cfg.train.eval_batch_size, mesh.devices.size).items()},
+                  ds.test_x, cfg.train.eval_batch_size, mesh.devices.size,
+                  summarize).items()},
               "samples_per_s": epoch_steps * batch_size / seconds,
               "seconds": seconds,
           }
@@ -252,10 +258,13 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
     ckpt.close()
     logger.close()
 
-  run = Run(run_dir, cfg, model, {"params": state.params, **state.model_state},
+  variables = {"params": state.params, **state.model_state}
+  if jax.process_count() > 1:  # Host copies: the global arrays span other processes.
+    variables = jax.device_get(variables)
+  run = Run(run_dir, cfg, model, variables,
             history, state=state, interrupted_by=stop.signum)
   # --- Outputs --------------------------------------------------------------
-  if step == schedule.total_steps and jax.process_index() == 0:
+  if step == schedule.total_steps and main_process:
     run.write_outputs(ds)
   return run
 

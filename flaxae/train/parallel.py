@@ -51,6 +51,17 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
+def put(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
+  """A global array from a host array every process holds in full.
+
+  Each process fills only its own devices' shards, so this works for one
+  process and for many (where ``jax.device_put`` of a host array cannot
+  address the other processes' devices).
+  """
+  x = np.asarray(x)
+  return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
 def check_batch(batch_size: int, mesh: Mesh, num_examples: int) -> None:
   """Refuses a global batch that does not split evenly over the devices, or
   that is larger than the training set."""
@@ -121,19 +132,27 @@ def make_train_chunk(step_fn: Callable, mesh: Mesh, strategy: str, *,
 
 
 def make_eval(eval_fn: Callable, mesh: Mesh) -> Callable:
-  """A jitted ``eval(variables, batch) -> per-example figures``, batch sharded."""
-  return jax.jit(eval_fn, in_shardings=(replicated(mesh), batch_sharded(mesh)),
-                 out_shardings=batch_sharded(mesh))
+  """``eval(variables, batch) -> per-example figures`` for a host ``batch``.
+
+  The batch is sharded over the mesh; the figures come back replicated, so
+  every process can read them.
+  """
+  jitted = jax.jit(eval_fn, in_shardings=(replicated(mesh), batch_sharded(mesh)),
+                   out_shardings=replicated(mesh))
+  sharding = batch_sharded(mesh)
+  return lambda variables, batch: jitted(variables, put(batch, sharding))
 
 
 def evaluate(eval_jit: Callable, variables, x: np.ndarray, batch_size: int,
-             num_devices: int) -> dict[str, float]:
+             num_devices: int, summarize: Callable[[dict], dict] | None = None) -> dict:
   """Means of ``eval_jit``'s per-example figures over all of ``x``.
 
-  The last batch is padded to a multiple of the device count and the padding
-  is dropped before averaging.
+  Figures of shape ``(B,)`` give floats, figures ``(B, ...)`` give arrays
+  (for example code-usage histograms); ``summarize`` (if given) turns that
+  dict into the reported numbers. The last batch is padded to a multiple of
+  the device count and the padding is dropped before averaging.
   """
-  sums: dict[str, float] = {}
+  sums: dict[str, np.ndarray] = {}
   batch_size = max(num_devices, batch_size - batch_size % num_devices)
   for lo in range(0, len(x), batch_size):
     batch = x[lo:lo + batch_size]
@@ -143,5 +162,7 @@ def evaluate(eval_jit: Callable, variables, x: np.ndarray, batch_size: int,
       batch = np.concatenate([batch, np.zeros((pad, *batch.shape[1:]), batch.dtype)])
     out = jax.device_get(eval_jit(variables, batch))
     for k, v in out.items():
-      sums[k] = sums.get(k, 0.0) + float(np.asarray(v[:n], np.float64).sum())
-  return {k: v / len(x) for k, v in sums.items()}
+      sums[k] = sums.get(k, 0.0) + np.asarray(v[:n], np.float64).sum(axis=0)
+  means = {k: float(v) / len(x) if np.ndim(v) == 0 else v / len(x)
+           for k, v in sums.items()}
+  return summarize(means) if summarize is not None else means

@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from flaxae import losses
+from flaxae import losses, objectives
 from flaxae.config import ModelConfig
-from flaxae.objectives import Objective
+from flaxae.objectives import BatchInfo, Objective
+from flaxae.objectives.base import CORRUPTION_TAG
 from flaxae.train.state import TrainState
 
 
@@ -28,15 +29,30 @@ def train_step(state: TrainState, batch: jnp.ndarray, *, model, objective: Objec
   The step's key is ``fold_in(state.key, state.step)``, so a resumed run draws
   the same randomness. With ``axis_name`` (inside ``shard_map``) ``batch`` is
   this device's shard and gradients and metrics are averaged over the axis.
+  The objective gets a :class:`~flaxae.objectives.BatchInfo` with the step
+  and each example's position in the global batch, from which it draws
+  per-example randomness and takes batch statistics, so that one device and
+  many compute the same step. ``cfg.l1_weight_penalty`` adds ``λ·Σ|w|`` for
+  every kind.
 
   A non-finite loss or gradient leaves parameters, model state and optimizer
   state unchanged; the step is counted in ``skipped`` and ``bad_streak``.
   """
   key = jax.random.fold_in(state.key, state.step)
+  if axis_name is None:
+    info = BatchInfo.whole(batch.shape[0], state.step)
+  else:
+    info = BatchInfo.shard(batch.shape[0], state.step, axis_name)
 
   def loss_fn(params):
-    out = objective(model, {"params": params, **state.model_state}, batch, key, cfg)
-    return out.loss, out
+    out = objective(model, {"params": params, **state.model_state}, batch, key, cfg,
+                    info=info)
+    loss = out.loss
+    if cfg.l1_weight_penalty:
+      penalty = cfg.l1_weight_penalty * objectives.l1_weight_penalty(params)
+      loss = loss + penalty
+      out = out._replace(metrics={**out.metrics, "weight_l1": penalty})
+    return loss, out
 
   grads, out = jax.grad(loss_fn, has_aux=True)(state.params)
   loss, metrics, model_state = out.loss, out.metrics, out.model_state
@@ -64,13 +80,48 @@ def train_step(state: TrainState, batch: jnp.ndarray, *, model, objective: Objec
 
 
 def eval_step(variables, batch: jnp.ndarray, *, model, objective: Objective,
-              cfg: ModelConfig, rng: jax.Array) -> dict[str, jnp.ndarray]:
-  """Per-example test figures: ``loss`` (the configured reconstruction loss),
-  ``bce`` and ``mse`` of the reconstruction, each ``(B,)``."""
-  del objective, rng  # The variants add their own figures.
+              cfg: ModelConfig, rng: jax.Array, noise: str = "") -> dict[str, jnp.ndarray]:
+  """Per-example test figures of ``batch`` ``(B, ...)``, each ``(B, ...)``.
+
+  Every kind: ``loss`` (the configured reconstruction loss), ``bce`` and
+  ``mse`` of the reconstruction; then the kind's own figures (its
+  ``eval_figures``, which may replace ``loss``); with ``noise`` (say
+  ``gaussian:0.5``) also ``noisy_mse`` (the corrupted input against the
+  clean one) and ``denoised_mse`` (the reconstruction of the corrupted input
+  against the clean one). :func:`summarize_eval` turns their means into the
+  reported numbers.
+  """
+  del objective  # The kind's figures come from its registry entry.
   logits = model.apply(variables, batch)
-  return {
+  out = {
       "loss": losses.reconstruction_per_example(cfg.loss, logits, batch),
       "bce": losses.bce_per_example(logits, batch),
       "mse": losses.mse_per_example(jax.nn.sigmoid(logits), batch),
   }
+  kind = objectives.kind(cfg.kind)
+  if kind.eval_figures is not None:
+    out.update(kind.eval_figures(model, variables, batch, rng, cfg))
+  if noise:
+    keys = BatchInfo.whole(batch.shape[0]).keys(rng, CORRUPTION_TAG)
+    noisy = objectives.corrupt(batch, keys, noise)
+    out["noisy_mse"] = losses.mse_per_example(noisy, batch)
+    out["denoised_mse"] = losses.mse_per_example(
+        jax.nn.sigmoid(model.apply(variables, noisy)), batch)
+  return out
+
+
+def summarize_eval(means: dict[str, Any], cfg: ModelConfig) -> dict[str, float]:
+  """The reported test figures from the test set's means of :func:`eval_step`'s.
+
+  Adds ``psnr`` (from ``mse``), ``noisy_psnr`` and ``denoised_psnr`` (dB),
+  then lets the kind turn its own figures into numbers (``summarize``).
+  """
+  means = dict(means)
+  kind = objectives.kind(cfg.kind)
+  extra = kind.summarize(means, cfg) if kind.summarize is not None else {}
+  out = {k: float(v) for k, v in means.items()}
+  for name in ("mse", "noisy_mse", "denoised_mse"):
+    if name in out:
+      out[name.replace("mse", "psnr")] = float(losses.psnr(out[name]))
+  out.update(extra)
+  return out

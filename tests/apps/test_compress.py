@@ -1,0 +1,205 @@
+"""Compression to real bytes: exact round trips, honest sizes, clear errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+import zlib
+
+import hypothesis
+import jax
+import numpy as np
+import pytest
+from hypothesis import strategies as st
+
+from flaxae import cli
+from flaxae.apps import compress as C
+from flaxae.errors import ConfigError, FormatError, OutputError
+
+
+def _decoded(run, x, step):
+  """What decompression must give: the decoder's output for the quantised codes."""
+  q = C.quantize(run.encode(x), step)
+  return run.decode(C.dequantize(q, step).reshape(len(q), *run.model.code_shape))
+
+
+def _with_crc(blob: bytes) -> bytes:
+  body = blob[:-4]
+  return body + struct.pack("<I", zlib.crc32(body))
+
+
+@pytest.fixture(scope="module")
+def blob(digits_run, digits):
+  return C.compress(digits_run, digits.test_x, step=0.25)
+
+
+def test_round_trip_is_exactly_the_decoder_output(digits_run, digits, blob):
+  out = C.decompress(digits_run, blob)
+  assert out.dtype == np.float32 and out.shape == digits.test_x.shape
+  np.testing.assert_array_equal(out, _decoded(digits_run, digits.test_x, 0.25))
+
+
+def test_uint8_input_gives_uint8_output_of_the_same_shape(digits_run, digits):
+  x = np.rint(digits.test_x[:40, ..., 0] * 255).astype(np.uint8)
+  out = C.decompress(digits_run, C.compress(digits_run, x, step=0.5))
+  assert out.dtype == np.uint8 and out.shape == x.shape
+  ref = np.rint(_decoded(digits_run, x, 0.5) * 255).astype(np.uint8).reshape(x.shape)
+  np.testing.assert_array_equal(out, ref)
+
+
+def test_report_matches_the_file(digits_run, digits, blob):
+  rep = C.report(digits_run, digits.test_x, blob)
+  pixels = digits.test_x.size
+  assert rep.file_bytes == len(blob) and rep.pixels == pixels
+  assert rep.bits_per_pixel == pytest.approx(8 * len(blob) / pixels)
+  assert rep.ratio == pytest.approx(pixels / len(blob))
+  header, words = C.read_header(blob)
+  assert rep.header_bytes + 4 * len(words) == len(blob)
+  restored = C.decompress(digits_run, blob)
+  assert rep.psnr == pytest.approx(C.psnr(digits.test_x, restored))
+  assert 0.0 < rep.ssim <= 1.0 and rep.psnr > 10.0
+  assert header.shape == digits.test_x.shape and header.step == 0.25
+
+
+def test_the_stream_is_close_to_the_model_entropy(digits_run, digits, blob):
+  codec = C.get_codec(digits_run, 0.25)
+  q = C.quantize(digits_run.encode(digits.test_x), 0.25)
+  _, words = C.read_header(blob)
+  assert 4 * len(words) <= codec.bits(q) / 8 + 16
+
+
+def test_smaller_steps_cost_more_bits_and_lose_less(digits_run, digits):
+  reports = [C.report(digits_run, digits.test_x, C.compress(digits_run, digits.test_x, s))
+             for s in (1.0, 0.25, 0.05)]
+  bpp = [r.bits_per_pixel for r in reports]
+  assert bpp[0] < bpp[1] < bpp[2]
+  assert reports[2].psnr >= reports[0].psnr - 0.05
+
+
+def test_codes_outside_the_histogram_are_escaped_exactly(digits_run, digits):
+  codes = digits_run.encode(digits.train_x[:20])
+  codec = C.fit_codec(codes, 0.05)  # A narrow model: most test codes escape it.
+  q = C.quantize(digits_run.encode(digits.test_x), 0.05)
+  assert ((q < codec.lo) | (q >= codec.lo + [len(c) - 1 for c in codec.counts])).any()
+  blob = C.compress(digits_run, digits.test_x, 0.05, codec=codec)
+  out = C.decompress(digits_run, blob, codec=codec)
+  np.testing.assert_array_equal(out, _decoded(digits_run, digits.test_x, 0.05))
+  with pytest.raises(FormatError, match="another probability model"):
+    C.decompress(digits_run, blob)
+
+
+def test_the_codec_is_cached_in_the_run_directory(digits_run):
+  path = C.codec_path(digits_run, 0.25)
+  assert path.exists()
+  assert C.Codec.read(path).digest == C.get_codec(digits_run, 0.25).digest
+
+
+@hypothesis.settings(max_examples=20, deadline=None)
+@hypothesis.given(n=st.integers(1, 4), step=st.sampled_from([0.05, 0.3, 2.0]),
+                  seed=st.integers(0, 2**16))
+def test_property_random_inputs_round_trip(digits_run, n, step, seed):
+  x = np.random.default_rng(seed).integers(0, 256, (n, 8, 8), dtype=np.uint8)
+  blob = C.compress(digits_run, x, step)
+  out = C.decompress(digits_run, blob)
+  ref = np.rint(_decoded(digits_run, x, step) * 255).astype(np.uint8).reshape(x.shape)
+  np.testing.assert_array_equal(out, ref)
+  assert C.report(digits_run, x, blob, out).file_bytes == len(blob)
+
+
+# --- Bad files ----------------------------------------------------------------
+
+
+def test_wrong_magic(digits_run):
+  with pytest.raises(FormatError, match="not a flaxae compressed file"):
+    C.decompress(digits_run, b"\x93NUMPY" + b"\0" * 100)
+
+
+@pytest.mark.parametrize("keep", [0, 3, 20, 60, -1])
+def test_truncated(digits_run, blob, keep):
+  cut = blob[:keep] if keep >= 0 else blob[:-1]
+  with pytest.raises(FormatError, match="truncated"):
+    C.decompress(digits_run, cut)
+
+
+@pytest.mark.parametrize("where", [34, 70, -6])  # Step, stream, end of stream.
+def test_corrupt_byte_fails_the_checksum(digits_run, blob, where):
+  bad = bytearray(blob)
+  bad[where] ^= 0x10
+  with pytest.raises(FormatError, match="checksum"):
+    C.decompress(digits_run, bytes(bad))
+
+
+def test_trailing_bytes(digits_run, blob):
+  with pytest.raises(FormatError, match="bytes after its end"):
+    C.decompress(digits_run, blob + b"\0")
+
+
+def test_unknown_version(digits_run, blob):
+  bad = bytearray(blob)
+  bad[4] = 9
+  with pytest.raises(FormatError, match="format version 9"):
+    C.decompress(digits_run, _with_crc(bytes(bad)))
+
+
+def test_file_from_another_model(digits_run, blob):
+  bad = bytearray(blob)
+  bad[8:16] = bytes.fromhex("0123456789abcdef")
+  with pytest.raises(FormatError, match="another model"):
+    C.decompress(digits_run, _with_crc(bytes(bad)))
+
+
+def test_file_from_other_weights(digits_run, blob):
+  other = dataclasses.replace(
+      digits_run, variables=jax.tree.map(lambda a: a * 1.01, digits_run.variables))
+  with pytest.raises(FormatError, match="other weights"):
+    C.decompress(other, blob)
+
+
+@pytest.mark.parametrize("step", [0.0, -1.0, float("nan")])
+def test_bad_step(digits_run, digits, step):
+  with pytest.raises(ConfigError, match="step must be positive"):
+    C.compress(digits_run, digits.test_x[:2], step)
+
+
+# --- Command line ---------------------------------------------------------------
+
+
+def test_cli_round_trip(digits_run, digits, tmp_path, capsys):
+  x = np.rint(digits.test_x[:30, ..., 0] * 255).astype(np.uint8)
+  np.save(tmp_path / "x.npy", x)
+  argv = ["compress", str(digits_run.dir), str(tmp_path / "x.npy"), "-o",
+          str(tmp_path / "x.fxae"), "--step=0.5", f"--json_out={tmp_path / 'r.json'}"]
+  assert cli.main(argv) == 0
+  printed = capsys.readouterr().out
+  size = (tmp_path / "x.fxae").stat().st_size
+  assert f"{size} bytes for 30 examples" in printed
+  assert f"{8 * size / x.size:.4f} bits per pixel" in printed
+  assert cli.main(["decompress", str(digits_run.dir), str(tmp_path / "x.fxae"),
+                   "-o", str(tmp_path / "y.npy")]) == 0
+  y = np.load(tmp_path / "y.npy")
+  np.testing.assert_array_equal(
+      y, np.rint(_decoded(digits_run, x, 0.5) * 255).astype(np.uint8).reshape(x.shape))
+  # IDX out, and IDX in.
+  assert cli.main(["decompress", str(digits_run.dir), str(tmp_path / "x.fxae"),
+                   "-o", str(tmp_path / "y-idx3-ubyte.gz")]) == 0
+  assert cli.main(["compress", str(digits_run.dir), str(tmp_path / "y-idx3-ubyte.gz"),
+                   "-o", str(tmp_path / "z.fxae")]) == 0
+
+
+def test_cli_refuses_to_replace_without_overwrite(digits_run, digits, tmp_path):
+  np.save(tmp_path / "x.npy", digits.test_x[:8])
+  (tmp_path / "x.fxae").write_bytes(b"keep me")
+  argv = ["compress", str(digits_run.dir), str(tmp_path / "x.npy"), "-o",
+          str(tmp_path / "x.fxae")]
+  with pytest.raises(OutputError, match="exists; pass --overwrite"):
+    cli.main([*argv, "--debug"])
+  assert (tmp_path / "x.fxae").read_bytes() == b"keep me"
+  assert cli.main([*argv, "--overwrite"]) == 0
+  assert (tmp_path / "x.fxae").read_bytes()[:4] == C.MAGIC
+
+
+def test_cli_output_must_be_npy_or_idx(digits_run, tmp_path):
+  (tmp_path / "x.fxae").write_bytes(b"FXAE")
+  with pytest.raises(OutputError, match="name the output"):
+    cli.main(["decompress", str(digits_run.dir), str(tmp_path / "x.fxae"), "-o",
+              str(tmp_path / "y.png"), "--debug"])

@@ -1,0 +1,78 @@
+"""Small builders shared by the objective tests: digits, training, test figures."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+
+from flaxae.config import Config, DataConfig, ModelConfig, TrainConfig
+from flaxae.data import load_dataset
+from flaxae.train import parallel
+from flaxae.train.loop import build
+from flaxae.train.step import eval_step, summarize_eval, train_step
+
+
+@functools.lru_cache(maxsize=None)
+def digits() -> tuple[np.ndarray, np.ndarray]:
+  """scikit-learn's 8×8 digits: ``(1438, 8, 8, 1)`` train, ``(359, 8, 8, 1)`` test."""
+  ds = load_dataset(DataConfig(name="digits"), 0)
+  return ds.train_x, ds.test_x
+
+
+class Trainer:
+  """A model, its state and its compiled chunk: ``advance(steps)`` trains on.
+
+  Chunks of one length compile once; the chunk stays inside an epoch.
+  ``state`` (a host copy of another trainer's state) replaces the initial one.
+  """
+
+  def __init__(self, model: ModelConfig, data: np.ndarray, *, batch_size: int = 64,
+               learning_rate: float = 3e-3, strategy: str = "jit", num_devices: int = 1,
+               seed: int = 0, state=None):
+    self.cfg = Config(model=model, train=TrainConfig(
+        strategy=strategy, num_devices=num_devices, batch_size=batch_size, epochs=1000,
+        learning_rate=learning_rate, seed=seed))
+    self.mesh = parallel.make_mesh(num_devices)
+    self.steps_per_epoch = len(data) // batch_size
+    self.module, objective, tx, init, abstract = build(
+        self.cfg, data.shape[1:], self.steps_per_epoch, self.mesh)
+    sharding = jax.tree.map(lambda x: x.sharding, abstract)
+    if state is None:  # Born sharded, as in the loop.
+      self.state = jax.jit(init, out_shardings=sharding)()
+    else:  # Another trainer's initial state (saves compiling the init again).
+      self.state = jax.device_put(state, sharding)
+    step_fn = functools.partial(train_step, model=self.module, objective=objective,
+                                tx=tx, cfg=self.cfg.model)
+    self._chunk = parallel.make_train_chunk(
+        step_fn, self.mesh, strategy, batch_size=batch_size, num_examples=len(data),
+        state_sharding=sharding)
+    self._data = jax.device_put(data, parallel.replicated(self.mesh))
+    self.metrics: dict[str, float] = {}
+
+  def advance(self, steps: int) -> Trainer:
+    """Trains ``steps`` more steps, in chunks of at most one epoch."""
+    done = 0
+    while done < steps:
+      n = min(steps - done, self.steps_per_epoch)
+      self.state, metrics = self._chunk(self.state, self._data, n)
+      self.metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      done += n
+    return self
+
+  def epochs(self, n: int) -> Trainer:
+    return self.advance(n * self.steps_per_epoch)
+
+  @property
+  def variables(self) -> dict:
+    return {"params": self.state.params, **self.state.model_state}
+
+  def figures(self, x: np.ndarray, noise: str = "", seed: int = 0) -> dict[str, float]:
+    """The test figures ``flaxae eval`` reports, on ``x``."""
+    cfg = self.cfg.model
+    eval_jit = parallel.make_eval(functools.partial(
+        eval_step, model=self.module, objective=None, cfg=cfg, rng=jax.random.key(seed),
+        noise=noise), parallel.make_mesh(1))
+    return parallel.evaluate(eval_jit, self.variables, x, 1000, 1,
+                             functools.partial(summarize_eval, cfg=cfg))
