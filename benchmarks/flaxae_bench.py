@@ -159,7 +159,7 @@ def user_benchmark(cfg: Config, *, batch_sizes: tuple[int, ...] = (), samples: i
   from flaxae import io  # pylint: disable=import-outside-toplevel
   from flaxae.data import load_dataset  # pylint: disable=import-outside-toplevel
   cfg = config_lib.validate(cfg)
-  train_x = load_dataset(cfg.data, cfg.train.seed).train_x
+  train_x = load_dataset(cfg.data).train_x
   peak = None
   if roofline:
     from benchmarks import roofline as roofline_lib  # pylint: disable=import-outside-toplevel

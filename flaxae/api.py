@@ -138,11 +138,11 @@ class Run:
                         f"{self.config.model.kind}")
     return np.asarray(sample(self.model, self.variables, jax.random.key(seed), n))
 
-  def write_outputs(self, ds, num_images: int = 10) -> dict[str, float]:
+  def write_outputs(self, test_x: np.ndarray, num_images: int = 10) -> dict[str, float]:
     """Writes ``eval.json`` and ``reconstructions.png`` for the test set."""
-    figures = self.evaluate(ds.test_x)
+    figures = self.evaluate(test_x)
     io.write_json(self.dir / "eval.json", figures)
-    x = ds.test_x[:num_images]
+    x = test_x[:num_images]
     viz.save_reconstructions(x, self.reconstruct(x), self.dir / "reconstructions.png",
                              image_shape=self.feature_shape)
     return figures
@@ -154,13 +154,22 @@ def train(config: Config, *, progress: bool = True) -> Run:
   return train_and_evaluate(config, progress=progress)
 
 
-def load(run_dir: str | os.PathLike, step: int | None = None) -> Run:
-  """The run in ``run_dir`` at its latest (or the given) checkpoint."""
-  from flaxae.train.loop import MetricsLogger, restore_state  # pylint: disable=import-outside-toplevel
+def load(run_dir: str | os.PathLike, step: int | None = None, seed_index: int = 0) -> Run:
+  """The run in ``run_dir`` at its latest (or the given) checkpoint.
+
+  For a run of ``train.num_seeds`` models, ``seed_index`` picks the model the
+  Run's helpers use; ``run.state`` holds them all (stacked on axis 0).
+  """
+  # pylint: disable=import-outside-toplevel
+  from flaxae.errors import ConfigError
+  from flaxae.train.loop import MetricsLogger, restore_state, seed_variables
   cfg, model, state, _ = restore_state(run_dir, step=step)
+  if not 0 <= seed_index < cfg.train.num_seeds:
+    raise ConfigError(f"seed_index {seed_index} is out of range: the run has "
+                      f"{cfg.train.num_seeds} model(s)")
   history = MetricsLogger(run_dir, enabled=False).history()
-  return Run(Path(run_dir), cfg, model, {"params": state.params, **state.model_state},
-             history, state=state)
+  return Run(Path(run_dir), cfg, model, seed_variables(state, seed_index), history,
+             state=state)
 
 
 def encode(run: Run, x: np.ndarray) -> np.ndarray:

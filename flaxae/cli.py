@@ -49,14 +49,15 @@ def train(cfg: Annotated[Config, tyro.conf.arg(name=""), tyro.conf.FlagConversio
   from flaxae.api import train as train_run  # pylint: disable=import-outside-toplevel
   run = train_run(cfg, progress=progress)
   if run.interrupted_by is not None:
-    print(f"interrupted at step {int(run.state.step)}; checkpoint saved in "
+    print(f"interrupted at step {run.state.steps_done}; checkpoint saved in "
           f"{run.dir.resolve()}; run the same command to resume", file=sys.stderr)
     return 128 + run.interrupted_by
   import jax  # pylint: disable=import-outside-toplevel
   if jax.process_index() != 0:  # Multi-process: process 0 speaks for the job.
     return 0
   last = run.history[-1] if run.history else {}
-  summary = {k: round(v, 6) for k, v in last.items() if k.startswith("test/")}
+  summary = {k: round(v, 6) for k, v in last.items()
+             if k.startswith("test/") and isinstance(v, (int, float))}
   print(f"run directory: {run.dir.resolve()}")
   if summary:
     print("final epoch:", json.dumps(summary))
@@ -82,7 +83,7 @@ def evaluate(run_dir: tyro.conf.Positional[str], json_out: str = "",
   if json_out:
     io.check_output(json_out, overwrite)
   run = load(run_dir)
-  figures = run.evaluate(load_dataset(run.config.data, run.config.train.seed).test_x,
+  figures = run.evaluate(load_dataset(run.config.data).test_x,
                          noise=noise)
   if json_out:
     io.write_json(json_out, figures, overwrite)
@@ -221,10 +222,9 @@ def detect(run_dir: _RunDir,
     overwrite: Replace ``output`` if it exists.
   """
   # pylint: disable=import-outside-toplevel
-  from flaxae import io
   from flaxae.apps import anomaly, arrays
   if output:
-    io.check_output(output, overwrite)
+    anomaly.check_detection_output(output, overwrite)
   found = anomaly.detect(run_dir, arrays.read_array(input_path), contamination,
                          threshold, metric)
   summary = (f"{int(found.outliers.sum())} of {len(found.scores)} examples are outliers "
@@ -240,6 +240,25 @@ def detect(run_dir: _RunDir,
 
 
 COMMANDS["detect"] = detect
+
+
+def embed(run_dir: _RunDir,
+          input_path: Annotated[str, tyro.conf.arg(metavar="INPUT"), tyro.conf.Positional],
+          output: _Output, overwrite: bool = False) -> None:
+  """Write the codes of examples (.npy, .npz or IDX) to FILE.npy, one row each.
+
+  Args:
+    run_dir: The run directory.
+    input_path: The examples: uint8, or float in [0, 1].
+    output: The embeddings to write (N, code size), float32.
+    overwrite: Replace ``output`` if it exists.
+  """
+  from flaxae.apps import features  # pylint: disable=import-outside-toplevel
+  z = features.embed_file(run_dir, input_path, output, overwrite)
+  print(f"wrote {output}: {z.dtype} array of shape {z.shape}")
+
+
+COMMANDS["embed"] = embed
 
 
 if __name__ == "__main__":

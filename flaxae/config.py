@@ -31,6 +31,11 @@ class DataConfig:
     limit_train: Use at most this many training examples (0: all).
     limit_test: Use at most this many test examples (0: all).
     binarize: Threshold pixels at 0.5 (for Bernoulli likelihoods).
+    split_seed: Fixes the train/test split of sources without their own test
+      split; kept apart from ``train.seed`` so every seed sees the same test set.
+    stream: Leave the training set in its file (``.npy`` or uncompressed IDX),
+      memory-mapped, and read each chunk's batches in a background thread,
+      instead of placing it on the devices: for data larger than memory.
   """
 
   name: str = "digits"
@@ -40,6 +45,8 @@ class DataConfig:
   limit_train: int = 0
   limit_test: int = 0
   binarize: bool = False
+  split_seed: int = 0
+  stream: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,54 +70,43 @@ class ModelConfig:
     code_activation: Applied to the code: ``auto`` (``sigmoid`` for ``sparse``
       with ``sparsity=kl`` and for ``contractive``, ``relu`` for ``sparse`` with
       ``sparsity=l1``, linear otherwise), ``linear``, ``sigmoid``, ``relu``, ``tanh``.
-
-    Regularisers for every kind:
-    dropout: Dropout rate after every hidden layer, in training only.
-    input_noise: Std of Gaussian noise added to the input in training (the
-      target stays clean).
-    l1_weight_penalty: λ of the L1 penalty λ·Σ|w| on the weight matrices.
-    (L2 weight decay is ``train.weight_decay``.)
-
-    ``sparse``:
-    sparsity: ``kl`` (KL(ρ‖ρ̂) on a sigmoid code's mean activations) or ``l1``.
-    sparsity_target: ρ, the target mean activation of each code unit (``kl``).
-    sparsity_weight: β, the weight of the KL-ρ penalty (``kl``).
-    sparse_l1: λ of the L1 penalty λ·Σⱼ|hⱼ| on each code (``l1``).
-
-    ``denoising``:
-    noise: Corruption ``gaussian:σ`` (clipped to [0, 1]), ``mask:p`` (each
-      pixel dropped to 0 with probability p) or ``salt_pepper:p``.
-
-    ``contractive``:
-    contractive_weight: λ of the penalty λ·‖∂h/∂x‖²_F per example.
-    jacobian: ``auto`` (``closed_form`` for one dense sigmoid layer, else
-      ``exact``), ``closed_form``, ``exact`` (one VJP or JVP per code unit or
-      input, whichever is fewer) or ``hutchinson`` (an unbiased estimate).
-    jacobian_probes: Random probes per example for ``hutchinson``.
-
-    ``vae``:
-    beta: Weight of the KL term (β-VAE; 1 is the ELBO).
-    kl_warmup_steps: Raise the KL weight linearly from 0 to ``beta`` over this
-      many steps (0: no warm-up).
-    likelihood: Decoder likelihood: ``bernoulli`` (logits) or ``gaussian``
-      (mean ``sigmoid(logits)``, std ``likelihood_std``).
-    likelihood_std: Std of the Gaussian likelihood.
-    logvar_min: Lower clamp of the encoder's log-variance.
-    logvar_max: Upper clamp of the encoder's log-variance.
-    iwae_samples: K, the samples of the importance-weighted bound (evaluation).
-
-    ``vq``:
-    codebook_size: K, the number of code vectors.
-    codebook_dim: Size of each quantised vector: the code's last axis is cut
-      into pieces of this size (0: the whole last axis, i.e. the channels of a
-      spatial code or the whole vector code).
-    commitment: Weight of the commitment loss ‖z_e − sg(z_q)‖².
-    vq_ema: Update the codebook by exponential moving averages of the
-      assigned encoder outputs (else by gradient, with a codebook loss).
-    ema_decay: Decay of those moving averages.
-    dead_code_restart: Restart codes whose moving-average usage falls below
-      this fraction of the uniform usage 1/K, each at an encoder output drawn
-      from the batch (EMA codebook only; 0: never).
+    dropout: (every kind) Dropout rate after every hidden layer, in training.
+    input_noise: (every kind) Std of Gaussian noise added to the input in
+      training; the target stays clean.
+    l1_weight_penalty: (every kind) λ of the penalty λ·Σ|w| on the weight
+      matrices (L2 weight decay is ``train.weight_decay``).
+    sparsity: (sparse) ``kl``: KL(ρ‖ρ̂) on a sigmoid code's mean activations
+      over the batch; ``l1``: λ·Σⱼ|hⱼ| on each code.
+    sparsity_target: (sparse, kl) ρ, the target mean activation of a code unit.
+    sparsity_weight: (sparse, kl) β, the weight of the KL-ρ penalty.
+    sparse_l1: (sparse, l1) λ of the L1 penalty on the code.
+    noise: (denoising) The corruption: ``gaussian:σ`` (clipped to [0, 1]),
+      ``mask:p`` (each value set to 0 with probability p) or ``salt_pepper:p``.
+    contractive_weight: (contractive) λ of the penalty λ·‖∂h/∂x‖²_F.
+    jacobian: (contractive) ``auto`` (``closed_form`` for one dense sigmoid
+      layer, else ``exact``), ``closed_form``, ``exact`` (one VJP or JVP per
+      code unit or input, whichever is fewer) or ``hutchinson`` (unbiased).
+    jacobian_probes: (contractive, hutchinson) Random probes per example.
+    beta: (vae) Weight of the KL term (β-VAE; 1 is the ELBO).
+    kl_warmup_steps: (vae) Raise the KL weight linearly from 0 to ``beta``
+      over this many steps (0: no warm-up).
+    likelihood: (vae) ``bernoulli`` (logits) or ``gaussian`` (mean
+      ``sigmoid(logits)``, std ``likelihood_std``).
+    likelihood_std: (vae) Std of the Gaussian likelihood.
+    logvar_min: (vae) Lower clamp of the encoder's log-variance.
+    logvar_max: (vae) Upper clamp of the encoder's log-variance.
+    iwae_samples: (vae) K, samples of the importance-weighted bound (eval).
+    codebook_size: (vq) K, the number of code vectors.
+    codebook_dim: (vq) Size of each quantised vector: the code's last axis is
+      cut into pieces of this size (0: the whole axis, i.e. the channels of a
+      spatial code, or the whole vector code).
+    commitment: (vq) Weight of the commitment loss ‖z_e − sg(z_q)‖².
+    vq_ema: (vq) Update the codebook by moving averages of the encoder
+      outputs assigned to each code (else by gradient, with a codebook loss).
+    ema_decay: (vq) Decay of those moving averages.
+    dead_code_restart: (vq, EMA codebook) Restart a code at an encoder output
+      drawn from the batch when its average usage falls below this fraction
+      of the uniform usage 1/K (0: never).
   """
 
   arch: Literal["dense", "conv"] = "dense"
@@ -122,22 +118,17 @@ class ModelConfig:
   latent_dim: int = 32
   loss: Literal["bce", "mse", "l1", "huber"] = "bce"
   code_activation: Literal["auto", "linear", "sigmoid", "relu", "tanh"] = "auto"
-  # Regularisers for every kind.
   dropout: float = 0.0
   input_noise: float = 0.0
   l1_weight_penalty: float = 0.0
-  # sparse
   sparsity: Literal["kl", "l1"] = "kl"
   sparsity_target: float = 0.05
   sparsity_weight: float = 0.1
   sparse_l1: float = 1e-3
-  # denoising
   noise: str = "gaussian:0.5"
-  # contractive
   contractive_weight: float = 0.01
   jacobian: Literal["auto", "closed_form", "exact", "hutchinson"] = "auto"
   jacobian_probes: int = 1
-  # vae
   beta: float = 1.0
   kl_warmup_steps: int = 0
   likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
@@ -145,7 +136,6 @@ class ModelConfig:
   logvar_min: float = -10.0
   logvar_max: float = 10.0
   iwae_samples: int = 16
-  # vq
   codebook_size: int = 128
   codebook_dim: int = 0
   commitment: float = 0.25
@@ -173,6 +163,9 @@ class TrainConfig:
       with ``lax.pmean`` on the gradients).
     num_devices: Use this many devices (0: all).
     steps_per_call: Steps fused into one compiled call (0: a whole epoch).
+    num_seeds: Train this many independent models (seeds ``seed``,
+      ``seed+1``, ...: their own initialisation, data order and noise) in one
+      compiled program, vmapped over the train state.
     max_bad_steps: Stop after this many consecutive steps with a non-finite
       loss or gradient (each is skipped, leaving the parameters unchanged).
     eval_batch_size: Batch size for evaluation.
@@ -191,6 +184,7 @@ class TrainConfig:
   strategy: Literal["jit", "shard_map"] = "jit"
   num_devices: int = 0
   steps_per_call: int = 0
+  num_seeds: int = 1
   max_bad_steps: int = 10
   eval_batch_size: int = 1000
 
@@ -254,7 +248,7 @@ class Config:
 
 _POSITIVE = {
     "train.epochs", "train.batch_size", "model.kernel_size", "checkpoint.keep",
-    "train.max_bad_steps", "train.eval_batch_size", "model.jacobian_probes",
+    "train.max_bad_steps", "train.eval_batch_size", "train.num_seeds", "model.jacobian_probes",
     "model.likelihood_std", "model.iwae_samples", "model.codebook_size",
 }
 _NON_NEGATIVE = {
@@ -304,6 +298,7 @@ def validate(cfg: Config) -> Config:
   models.check_activation(cfg.model.activation)
   objectives.get(cfg.model.kind)
   objectives.parse_noise(cfg.model.noise)
+  models.code_activation(cfg.model)
   return cfg
 
 

@@ -16,7 +16,7 @@ import pytest
 from flaxae import cli
 from flaxae.data import write_idx
 from flaxae.errors import (CheckpointError, ConfigError, DataError, FlaxaeError,
-                           OutputError, ShapeError)
+                           FormatError, OutputError, ShapeError)
 
 TINY = ["--model.widths=16,4", "--train.epochs=1", "--train.batch_size=64", "--no-progress"]
 
@@ -128,6 +128,66 @@ CASES = [
 CASES[20] = ("conv on vectors", ["train", "--model.arch=conv", "--data.name=npy",
                                  "--data.path={w}/vec2d.npy", "--run_dir={w}/o", *TINY],
              ShapeError, "model.arch=conv needs images")
+
+
+# Compression, detection and embeddings (flaxae.apps); their files come from
+# ``apps_files`` below.
+_DECOMPRESS = ["decompress", "{w}/good"]
+CASES += [
+    ("decompress: file from another model", [*_DECOMPRESS, "{w}/other.fxae", "-o", "{w}/o.npy"],
+     FormatError, "was compressed with another model"),
+    ("decompress: truncated file", [*_DECOMPRESS, "{w}/truncated.fxae", "-o", "{w}/o.npy"],
+     FormatError, "is truncated"),
+    ("decompress: corrupt file", [*_DECOMPRESS, "{w}/corrupt.fxae", "-o", "{w}/o.npy"],
+     FormatError, "is corrupt (checksum mismatch)"),
+    ("decompress: wrong magic", [*_DECOMPRESS, "{w}/small.npy", "-o", "{w}/o.npy"],
+     FormatError, "is not a flaxae compressed file"),
+    ("decompress: missing file", [*_DECOMPRESS, "{w}/nope.fxae", "-o", "{w}/o.npy"],
+     DataError, "does not exist"),
+    ("decompress: output not npy or idx", [*_DECOMPRESS, "{w}/good.fxae", "-o", "{w}/o.png"],
+     OutputError, "name the output FILE.npy"),
+    ("compress: existing output", ["compress", "{w}/good", "{w}/x8.npy", "-o",
+                                   "{w}/exists.json"], OutputError, "exists; pass --overwrite"),
+    ("compress: zero step", ["compress", "{w}/good", "{w}/x8.npy", "-o", "{w}/n.fxae",
+                             "--step=0"], ConfigError, "step must be positive"),
+    ("compress: wrong width", ["compress", "{w}/good", "{w}/vec2d.npy", "-o", "{w}/n.fxae"],
+     ShapeError, "do not fit this model"),
+    ("detect: wrong width", ["detect", "{w}/good", "{w}/vec2d.npy"], ShapeError,
+     "do not fit this detector"),
+    ("detect: output not csv or npy", ["detect", "{w}/good", "{w}/x8.npy", "-o", "{w}/d.txt"],
+     OutputError, "name the output FILE.csv or FILE.npy"),
+    ("embed: existing output", ["embed", "{w}/good", "{w}/x8.npy", "-o", "{w}/small.npy"],
+     OutputError, "exists; pass --overwrite"),
+]
+
+
+@pytest.fixture(scope="module")
+def apps_files(work):
+  """A compressed file, one from another model, a truncated and a corrupt one."""
+  from flaxae.apps import compress  # pylint: disable=import-outside-toplevel
+  np.save(work / "x8.npy", np.random.default_rng(0).integers(0, 256, (10, 8, 8), np.uint8))
+  assert cli.main(["train", f"--run_dir={work / 'other'}", "--model.widths=16,8",
+                   *TINY[1:]]) == 0
+  compress.compress_file(work / "good", work / "x8.npy", work / "good.fxae")
+  compress.compress_file(work / "other", work / "x8.npy", work / "other.fxae")
+  blob = (work / "good.fxae").read_bytes()
+  (work / "truncated.fxae").write_bytes(blob[:len(blob) - 9])
+  corrupt = bytearray(blob)
+  corrupt[len(blob) // 2] ^= 0x01
+  (work / "corrupt.fxae").write_bytes(bytes(corrupt))
+
+
+@pytest.fixture(autouse=True)
+def _apps_files_for_corpus_tests(request):
+  if "work" in request.fixturenames:
+    request.getfixturevalue("apps_files")
+
+
+def test_api_detector_before_fit():
+  from flaxae.apps.anomaly import AutoencoderDetector, NotFittedError  # pylint: disable=import-outside-toplevel
+  with pytest.raises(NotFittedError, match="not fitted yet; call fit") as info:
+    AutoencoderDetector().predict(np.zeros((2, 64), np.float32))
+  assert type(info.value) is NotFittedError and isinstance(info.value, FlaxaeError)
 
 
 @pytest.fixture(scope="module")

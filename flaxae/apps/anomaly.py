@@ -41,7 +41,7 @@ from flaxae import io
 from flaxae.api import Run, load
 from flaxae.api import train as train_run
 from flaxae.config import CheckpointConfig, Config, DataConfig, ModelConfig, TrainConfig
-from flaxae.errors import ConfigError, FlaxaeError, OutputError
+from flaxae.errors import ConfigError, DataError, FlaxaeError, OutputError, ShapeError
 
 METRICS = ("mse", "l1", "bce")
 PREPROCESSING = ("auto", "minmax", "none")
@@ -53,6 +53,18 @@ _ONLY_AT_THE_END = CheckpointConfig(every_steps=2**62, keep=1)
 
 class NotFittedError(FlaxaeError, SklearnNotFittedError):
   """A detector was used before ``fit`` (also scikit-learn's ``NotFittedError``)."""
+
+
+def _validated(estimator: BaseEstimator, X: Any, reset: bool) -> np.ndarray:  # pylint: disable=invalid-name
+  """scikit-learn's checks of ``X``, their ``ValueError`` as flaxae's (still
+  ``ValueError``s): :class:`ShapeError` for the width, else :class:`DataError`."""
+  try:
+    return validate_data(estimator, X, allow_nd=True, dtype="numeric", reset=reset)
+  except FlaxaeError:
+    raise
+  except ValueError as e:
+    error = ShapeError if "features" in str(e) or "dimension" in str(e) else DataError
+    raise error(" ".join(str(e).split())) from e
 
 
 def reconstruction_error(x: np.ndarray, recon: np.ndarray, metric: str = "mse") -> np.ndarray:
@@ -99,9 +111,10 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
     contamination: The expected share of outliers in the training data, in
       (0, 0.5]; sets ``threshold_``.
     metric: Per-example error: ``mse``, ``l1`` or ``bce`` (for data in [0, 1]).
-    preprocessing: ``auto`` (data already in [0, 1] is used as is, anything
-      else is scaled per feature to [0, 1] by the training minimum and
-      maximum), ``minmax`` or ``none`` (data must lie in [0, 1]).
+    preprocessing: ``auto`` (uint8 is divided by 255, data already in
+      [0, 1] is used as is, anything else is scaled per feature to [0, 1] by
+      the training minimum and maximum), ``minmax`` or ``none`` (uint8, or
+      data in [0, 1]).
     random_state: Seeds the initialisation and data order (``train.seed`` if None).
     run_dir: Keep the trained run (checkpoints, metrics, its training data)
       in this new folder; by default it lives in a temporary folder that is
@@ -174,9 +187,11 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
     """
     del y
     self._check_params()
-    x = validate_data(self, X, allow_nd=True, dtype="numeric")
-    x = np.asarray(x, np.float64)
+    x = _validated(self, X, reset=True)
     preprocessing = self.preprocessing
+    if x.dtype == np.uint8 and preprocessing != "minmax":
+      x, preprocessing = x / 255.0, "none"  # Images: 0–255 is [0, 1].
+    x = np.asarray(x, np.float64)
     if preprocessing == "auto":
       preprocessing = "none" if x.min() >= 0.0 and x.max() <= 1.0 else "minmax"
     self.preprocessing_ = preprocessing
@@ -253,7 +268,7 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
       return det
     if X is None:
       from flaxae.data import load_dataset  # pylint: disable=import-outside-toplevel
-      X = load_dataset(run.config.data, run.config.train.seed).train_x
+      X = load_dataset(run.config.data).train_x
     det.decision_scores_ = det.anomaly_score(X)
     det._set_threshold(det.decision_scores_)  # pylint: disable=protected-access
     return det
@@ -272,12 +287,16 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
       if self.preprocessing_ == "none" and X.dtype == np.uint8:
         X = X / 255.0
       size = int(np.prod(self.feature_shape_))
-      if (X.ndim >= 2 and X.shape[1:] != self.feature_shape_
-          and int(np.prod(X.shape[1:])) == size):
-        X = X.reshape(len(X), *self.feature_shape_)  # (N, 784) for (28, 28, 1) and back.
-    x = validate_data(self, X, allow_nd=True, dtype="numeric", reset=False)
+      if X.ndim >= 2 and X.shape[1:] != self.feature_shape_:
+        if int(np.prod(X.shape[1:])) == size:
+          X = X.reshape(len(X), *self.feature_shape_)  # (N, 784) for (28, 28, 1), or back.
+        elif len(self.feature_shape_) > 1:
+          raise ShapeError(
+              f"inputs of shape {X.shape} do not fit this detector, which takes "
+              f"examples of shape {self.feature_shape_} ({size} values each)")
+    x = _validated(self, X, reset=False)
     if tuple(x.shape[1:]) != self.feature_shape_:
-      raise ValueError(
+      raise ShapeError(
           f"X has examples of shape {tuple(x.shape[1:])}, but {type(self).__name__} "
           f"was fitted on examples of shape {self.feature_shape_}")
     return self._scale(x)
@@ -329,13 +348,19 @@ def detect(run: Run | str | os.PathLike, x: Any, contamination: float = 0.1,
 def write_detection(path: str | os.PathLike, detection: Detection,
                     overwrite: bool = False) -> None:
   """Writes ``index,score,outlier`` rows (``.csv``) or an ``(N, 2)`` array (``.npy``)."""
-  path = io.check_output(path, overwrite)
+  path = check_detection_output(path, overwrite)
   if path.suffix == ".csv":
     rows = "".join(f"{i},{s:.9g},{o}\n" for i, (s, o) in
                    enumerate(zip(detection.scores, detection.outliers)))
     io.write_text(path, "index,score,outlier\n" + rows, overwrite)
-  elif path.suffix == ".npy":
+  else:
     from flaxae.apps import arrays  # pylint: disable=import-outside-toplevel
     arrays.write_array(path, np.stack([detection.scores, detection.outliers], 1), overwrite)
-  else:
+
+
+def check_detection_output(path: str | os.PathLike, overwrite: bool) -> Path:
+  """Checks that ``path`` is a writable ``.csv`` or ``.npy`` name."""
+  path = io.check_output(path, overwrite)
+  if path.suffix not in (".csv", ".npy"):
     raise OutputError(f"cannot write {path}: name the output FILE.csv or FILE.npy")
+  return path

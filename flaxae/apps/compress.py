@@ -189,7 +189,7 @@ def get_codec(run: Run, step: float) -> Codec:
       return Codec.read(path)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):
       pass  # A broken cache is refitted and replaced below.
-  ds = load_dataset(run.config.data, run.config.train.seed)
+  ds = load_dataset(run.config.data)
   codec = fit_codec(run.encode(ds.train_x), step)
   try:
     io.make_dir(path.parent)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,13 @@ from flaxae.api import Run, load
 from flaxae.apps import arrays
 from flaxae.data import Dataset
 from flaxae.errors import DataError
+
+
+def _one_thread():
+  """scikit-learn on one thread: its OpenMP pool spins against JAX's threads
+  (k-means and t-SNE run 10–50× slower beside them)."""
+  from threadpoolctl import threadpool_limits  # pylint: disable=import-outside-toplevel
+  return threadpool_limits(1)
 
 
 def embed(run: Run, x: np.ndarray) -> np.ndarray:
@@ -58,22 +66,22 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
   # pylint: disable=import-outside-toplevel
   from sklearn.linear_model import LogisticRegression
   from sklearn.pipeline import make_pipeline
-  from sklearn.preprocessing import StandardScaler
-  import warnings
   from sklearn.exceptions import ConvergenceWarning
+  from sklearn.preprocessing import StandardScaler
   clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter))
-  with warnings.catch_warnings():
+  with warnings.catch_warnings(), _one_thread():
     warnings.simplefilter("ignore", ConvergenceWarning)
     clf.fit(_flat(train_x), train_y)
-  return float(clf.score(_flat(test_x), test_y))
+    return float(clf.score(_flat(test_x), test_y))
 
 
 def pca(train_x: np.ndarray, test_x: np.ndarray, dim: int,
         seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
   """Both sets projected on the training set's first ``dim`` principal components."""
   from sklearn.decomposition import PCA  # pylint: disable=import-outside-toplevel
-  model = PCA(n_components=dim, random_state=seed).fit(_flat(train_x))
-  return model.transform(_flat(train_x)), model.transform(_flat(test_x))
+  with _one_thread():
+    model = PCA(n_components=dim, random_state=seed).fit(_flat(train_x))
+    return model.transform(_flat(train_x)), model.transform(_flat(test_x))
 
 
 def cluster_scores(features: np.ndarray, labels: np.ndarray, n_clusters: int | None = None,
@@ -83,7 +91,8 @@ def cluster_scores(features: np.ndarray, labels: np.ndarray, n_clusters: int | N
   from sklearn.cluster import KMeans
   from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
   k = n_clusters or len(np.unique(labels))
-  pred = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(_flat(features))
+  with _one_thread():
+    pred = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(_flat(features))
   return {"nmi": float(normalized_mutual_info_score(labels, pred)),
           "ari": float(adjusted_rand_score(labels, pred))}
 

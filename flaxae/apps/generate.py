@@ -43,7 +43,7 @@ def code_stats(run: Run, x: np.ndarray | None = None,
   if codes is None:
     if x is None:
       from flaxae.data import load_dataset  # pylint: disable=import-outside-toplevel
-      x = load_dataset(run.config.data, run.config.train.seed).train_x
+      x = load_dataset(run.config.data).train_x
     codes = run.encode(x)
   z = np.asarray(codes, np.float64).reshape(len(codes), -1)
   mean = z.mean(axis=0)

@@ -147,12 +147,14 @@ def split_indices(n: int, test_fraction: float,
   return order[n_test:], order[:n_test]
 
 
-def load_dataset(cfg: DataConfig, seed: int = 0) -> Dataset:
+def load_dataset(cfg: DataConfig, seed: int | None = None) -> Dataset:
   """Loads, checks, splits, limits and optionally binarises a data set.
 
   Args:
     cfg: Which source, where, and how to split, limit and binarise.
-    seed: Fixes the train/test split of sources without a test split.
+    seed: Fixes the train/test split of sources without a test split
+      (default ``cfg.split_seed``, independent of the training seed, so runs
+      with different seeds are measured on the same test set).
 
   Returns:
     A :class:`Dataset` of float32 arrays in [0, 1] and int32 labels (or None).
@@ -161,6 +163,7 @@ def load_dataset(cfg: DataConfig, seed: int = 0) -> Dataset:
     DataError: the set is unknown, missing, unreadable, empty, or has a wrong
       dtype, range or label count (:class:`ShapeError` for wrong shapes).
   """
+  seed = cfg.split_seed if seed is None else seed
   if cfg.limit_train < 0 or cfg.limit_test < 0:
     raise DataError(
         f"data.limit_train and data.limit_test must not be negative, got "

@@ -118,3 +118,32 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
   if str(path).endswith(".gz"):
     body = gzip.compress(body, compresslevel=6, mtime=0)
   io.write_bytes(path, body)
+
+
+def memmap_idx(path: str | os.PathLike) -> np.ndarray:
+  """An uncompressed IDX file as a read-only memory map (nothing is read yet).
+
+  Raises:
+    DataError: the file is gzip (which cannot be mapped), or its header does
+      not describe its size.
+  """
+  path = Path(path)
+  if not path.is_file():
+    raise DataError(f"IDX file {path} does not exist")
+  with open(path, "rb") as f:
+    head = f.read(4)
+    if head[:2] == _GZIP_MAGIC:
+      raise DataError(
+          f"{path} is gzip-compressed and cannot be streamed; gunzip it first")
+    if len(head) < 4 or head[0] or head[1] or head[2] not in _DTYPES or not head[3]:
+      raise DataError(f"{path} is not an IDX file (bad magic number 0x{head.hex()})")
+    dtype, ndim = _DTYPES[head[2]], head[3]
+    dims = f.read(4 * ndim)
+  if len(dims) < 4 * ndim:
+    raise DataError(f"{path} has a truncated IDX header")
+  shape = struct.unpack(f">{ndim}I", dims)
+  expected = 4 + 4 * ndim + math.prod(shape) * dtype.itemsize
+  if path.stat().st_size != expected:
+    raise DataError(
+        f"{path} has {path.stat().st_size} bytes but its IDX header says {expected}")
+  return np.memmap(path, dtype=dtype, mode="r", offset=4 + 4 * ndim, shape=shape)

@@ -14,12 +14,10 @@ from typing import Callable, NamedTuple
 
 from flaxae.config import ModelConfig
 from flaxae.errors import ConfigError
-from flaxae.objectives import contractive, sparse, vae, vq
+from flaxae.objectives import contractive, denoising, plain, sparse, vae, vq
 from flaxae.objectives.base import (BatchInfo, ObjectiveOutput, l1_weight_penalty,
                                     reconstruction_metrics)
-from flaxae.objectives.denoising import denoising
 from flaxae.objectives.noise import corrupt, parse_noise
-from flaxae.objectives.plain import plain
 
 Objective = Callable[..., ObjectiveOutput]
 
@@ -33,9 +31,9 @@ class Kind(NamedTuple):
 
 
 KINDS: dict[str, Kind] = {
-    "plain": Kind(plain),
+    "plain": Kind(plain.plain),
     "sparse": Kind(sparse.sparse, sparse.eval_figures),
-    "denoising": Kind(denoising),
+    "denoising": Kind(denoising.denoising),
     "contractive": Kind(contractive.contractive, contractive.eval_figures),
     "vae": Kind(vae.vae, vae.eval_figures),
     "vq": Kind(vq.vq, vq.eval_figures, vq.summarize),

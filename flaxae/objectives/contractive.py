@@ -82,13 +82,15 @@ def hutchinson_sq_norm(encode: Callable[[jnp.ndarray], jnp.ndarray], x: jnp.ndar
                        keys: jax.Array, probes: int) -> jnp.ndarray:
   """Unbiased estimate of ``‖∂encode/∂x‖²_F`` ``(B,)``, one key per example."""
   h, vjp = jax.vjp(encode, x)
-  total = jnp.zeros((x.shape[0],), x.dtype)
-  for p in range(probes):
-    v = per_example(keys, lambda k, p=p: jax.random.normal(
+
+  def probe(p):  # ‖Jᵀv‖² for every example, v ~ N(0, I) from its own key.
+    v = per_example(keys, lambda k: jax.random.normal(
         jax.random.fold_in(k, p), h.shape[1:], h.dtype))
     (g,) = vjp(v)
-    total = total + jnp.sum(jnp.square(g.reshape(x.shape[0], -1)), axis=-1)
-  return total / probes
+    return jnp.sum(jnp.square(g.reshape(x.shape[0], -1)), axis=-1)
+
+  return jnp.mean(lax.map(probe, jnp.arange(probes), batch_size=min(probes, _MAP_BATCH)),
+                  axis=0)
 
 
 def jacobian_sq_norm(model, variables, x: jnp.ndarray, *, method: str = "auto",

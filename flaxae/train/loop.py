@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from flaxae import config as config_lib
@@ -26,7 +27,8 @@ from flaxae import io, objectives
 from flaxae.checkpoint import Checkpointer
 from flaxae.config import Config
 from flaxae.data import Dataset, load_dataset
-from flaxae.errors import CheckpointError, TrainingError
+from flaxae.data import stream
+from flaxae.errors import CheckpointError, ConfigError, TrainingError
 from flaxae.models import Autoencoder, build_model
 from flaxae.train import distributed, parallel
 from flaxae.train.logger import MetricsLogger
@@ -101,7 +103,12 @@ def build(cfg: Config, feature_shape: tuple[int, ...], steps_per_epoch: int,
   objective = objectives.get(cfg.model.kind)
   tx = make_optimizer(cfg.train, steps_per_epoch * cfg.train.epochs)
   example = np.zeros((1, *feature_shape), np.float32)
-  init = functools.partial(create_state, model, tx, example, cfg.train.seed)
+  seed, num_seeds = cfg.train.seed, cfg.train.num_seeds
+  if num_seeds == 1:
+    init = functools.partial(create_state, model, tx, example, seed)
+  else:  # One state per seed, stacked on a leading axis.
+    init = lambda: jax.vmap(lambda s: create_state(model, tx, example, s))(
+        seed + jnp.arange(num_seeds))
   rep = parallel.replicated(mesh)
   abstract = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
@@ -158,8 +165,16 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
   run_dir = Path(cfg.resolved_run_dir())
   if (run_dir / CONFIG_FILE).exists():
     _check_resumable(read_config(run_dir), cfg, run_dir)
-  ds: Dataset = load_dataset(cfg.data, cfg.train.seed)
-  num_train, batch_size = len(ds.train_x), cfg.train.batch_size
+  if cfg.data.stream:  # The training set stays in its file, memory-mapped.
+    if cfg.train.num_seeds > 1:
+      raise ConfigError("data.stream reads one data order; set train.num_seeds=1 "
+                        "or drop data.stream")
+    train_set, test_x = stream.open_mapped(cfg.data)
+    feature_shape = train_set.feature_shape
+  else:
+    ds: Dataset = load_dataset(cfg.data)
+    train_set, test_x, feature_shape = ds.train_x, ds.test_x, ds.feature_shape
+  num_train, batch_size = len(train_set), cfg.train.batch_size
   mesh = parallel.make_mesh(cfg.train.num_devices)
   parallel.check_batch(batch_size, mesh, num_train)
   steps_per_epoch = num_train // batch_size
@@ -169,16 +184,16 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
       steps_per_call=cfg.train.steps_per_call,
       checkpoint_every=cfg.checkpoint.every_steps)
   model, objective, tx, init, abstract = build(
-      cfg, ds.feature_shape, schedule.steps_per_epoch, mesh)
+      cfg, feature_shape, schedule.steps_per_epoch, mesh)
 
   # --- Run directory ----------------------------------------------------------
   if main_process:
     io.make_dir(run_dir)
     io.write_json(run_dir / CONFIG_FILE, config_lib.to_dict(cfg))
     io.write_json(run_dir / RUN_FILE, {
-        "feature_shape": list(ds.feature_shape),
+        "feature_shape": list(feature_shape),
         "steps_per_epoch": schedule.steps_per_epoch,
-        "num_train": num_train, "num_test": len(ds.test_x),
+        "num_train": num_train, "num_test": len(test_x),
         "fingerprint": config_lib.fingerprint(cfg),
     })
 
@@ -188,13 +203,13 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
   state_sharding = jax.tree.map(lambda x: x.sharding, abstract)
   chunk = parallel.make_train_chunk(
       step_fn, mesh, cfg.train.strategy, batch_size=batch_size,
-      num_examples=num_train, state_sharding=state_sharding)
+      num_examples=num_train, state_sharding=state_sharding,
+      num_seeds=cfg.train.num_seeds)
   eval_jit = parallel.make_eval(
       functools.partial(eval_step, model=model, objective=objective, cfg=cfg.model,
                         rng=jax.random.key(cfg.train.seed),
                         noise=objectives.eval_noise(cfg.model)), mesh)
   summarize = functools.partial(summarize_eval, cfg=cfg.model)
-  train_data = parallel.put(ds.train_x, parallel.replicated(mesh))
 
   # --- State: restored, or born sharded -------------------------------------
   ckpt = Checkpointer(run_dir / CHECKPOINT_DIR, keep=cfg.checkpoint.keep)
@@ -203,8 +218,20 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
     state, _ = ckpt.restore(abstract)
   else:
     state = jax.jit(init, out_shardings=state_sharding)()
-  step = int(state.step)
+  step = state.steps_done
   history = logger.truncate(step)
+  if cfg.data.stream:
+    stream_chunk = parallel.make_stream_chunk(
+        step_fn, mesh, cfg.train.strategy, state_sharding=state_sharding)
+    run_key = jax.device_get(state.rng)
+    feeder = stream.Feeder(
+        train_set, lambda epoch: parallel.epoch_order(run_key, epoch, num_train),
+        batch_size, parallel.chunk_sharding(mesh))
+    run_chunk = lambda state, step, n: stream_chunk(state, feeder.get(step, n))
+  else:
+    feeder = None
+    train_data = parallel.put(train_set, parallel.replicated(mesh))
+    run_chunk = lambda state, step, n: chunk(state, train_data, n)
 
   # --- Loop -----------------------------------------------------------------
   bar = tqdm(total=schedule.total_steps, initial=step, unit="step",
@@ -218,31 +245,36 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
     with _StopRequest() as stop:
       while step < limit and stop.signum is None:
         end = min(schedule.next_stop(step), limit)
-        state, metrics = chunk(state, train_data, end - step)
+        if feeder is not None:  # Read the next chunk while this one trains.
+          feeder.prefetch(end, min(schedule.next_stop(end), limit) - end)
+        state, metrics = run_chunk(state, step, end - step)
         metrics = jax.device_get(metrics)
         n = end - step
-        for k, v in metrics.items():
-          epoch_sums[k] = epoch_sums.get(k, 0.0) + float(v) * n
+        for k, v in metrics.items():  # Per seed: (S,) arrays, or scalars.
+          epoch_sums[k] = epoch_sums.get(k, 0.0) + np.asarray(v, np.float64) * n
         epoch_steps += n
         step = end
         bar.update(n)
-        bar.set_postfix(loss=f"{float(metrics['loss']):.4f}")
-        if int(state.bad_streak) >= cfg.train.max_bad_steps:
+        bar.set_postfix(loss=f"{float(np.mean(metrics['loss'])):.4f}")
+        bad_streak = int(np.max(jax.device_get(state.bad_streak)))
+        if bad_streak >= cfg.train.max_bad_steps:
           raise TrainingError(
-              f"{int(state.bad_streak)} consecutive steps had a non-finite loss or "
+              f"{bad_streak} consecutive steps had a non-finite loss or "
               f"gradient (train.max_bad_steps={cfg.train.max_bad_steps}); the last "
               f"good checkpoint is kept in {ckpt.directory}. Lower "
               "train.learning_rate, set train.clip_norm, or check the data")
         if step % schedule.steps_per_epoch == 0:
           seconds = time.perf_counter() - epoch_start
+          test = [parallel.evaluate(eval_jit, seed_variables(state, i), test_x,
+                                    cfg.train.eval_batch_size, mesh.devices.size,
+                                    summarize)
+                  for i in range(cfg.train.num_seeds)]
           record = {
               "step": step, "epoch": step // schedule.steps_per_epoch,
-              **{f"train/{k}": v / epoch_steps for k, v in epoch_sums.items()},
-              **{f"test/{k}": v for k, v in parallel.evaluate(
-                  eval_jit, {"params": state.params, **state.model_state},
-                  ds.test_x, cfg.train.eval_batch_size, mesh.devices.size,
-                  summarize).items()},
-              "samples_per_s": epoch_steps * batch_size / seconds,
+              **across_seeds({f"train/{k}": v / epoch_steps for k, v in epoch_sums.items()}),
+              **across_seeds({f"test/{k}": test[0][k] if len(test) == 1
+                              else np.array([t[k] for t in test]) for k in test[0]}),
+              "samples_per_s": epoch_steps * batch_size * cfg.train.num_seeds / seconds,
               "seconds": seconds,
           }
           history.append(record)
@@ -256,17 +288,42 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
   finally:
     bar.close()
     ckpt.close()
+    if feeder is not None:
+      feeder.close()
     logger.close()
 
-  variables = {"params": state.params, **state.model_state}
+  variables = seed_variables(state, 0)
   if jax.process_count() > 1:  # Host copies: the global arrays span other processes.
     variables = jax.device_get(variables)
   run = Run(run_dir, cfg, model, variables,
             history, state=state, interrupted_by=stop.signum)
   # --- Outputs --------------------------------------------------------------
   if step == schedule.total_steps and main_process:
-    run.write_outputs(ds)
+    run.write_outputs(test_x)
   return run
+
+
+def seed_variables(state: TrainState, index: int | None) -> dict[str, Any]:
+  """``{"params": ..., **model_state}`` of one seed's model (None: unstacked)."""
+  variables = {"params": state.params, **state.model_state}
+  if index is None or state.step.ndim == 0:
+    return variables
+  return jax.tree.map(lambda x: x[index], variables)
+
+
+def across_seeds(figures: dict[str, Any]) -> dict[str, Any]:
+  """Scalars stay; per-seed ``(S,)`` values become their mean, plus ``_std``
+  and the ``_per_seed`` list."""
+  out = {}
+  for k, v in figures.items():
+    v = np.asarray(v, np.float64)
+    if v.ndim == 0:
+      out[k] = float(v)
+    else:
+      out[k] = float(v.mean())
+      out[f"{k}_std"] = float(v.std())
+      out[f"{k}_per_seed"] = [float(x) for x in v]
+  return out
 
 
 def _meta(cfg: Config, step: int, schedule: Schedule) -> dict[str, Any]:

@@ -103,11 +103,14 @@ def per_device_step(step_fn: Callable, mesh: Mesh, strategy: str) -> Callable:
 
 
 def make_train_chunk(step_fn: Callable, mesh: Mesh, strategy: str, *,
-                     batch_size: int, num_examples: int, state_sharding) -> Callable:
+                     batch_size: int, num_examples: int, state_sharding,
+                     num_seeds: int = 1) -> Callable:
   """A jitted ``chunk(state, data, length) -> (state, metrics)``.
 
   Runs ``length`` (static) steps from ``state.step`` with ``lax.scan``;
-  ``metrics`` are the chunk's means. ``state`` is donated. The steps must lie
+  ``metrics`` are the chunk's means. ``state`` is donated. With
+  ``num_seeds > 1`` the state has a leading seed axis and the chunk is
+  vmapped over it (each seed has its own data order from its own key). The steps must lie
   in one epoch (the loop's schedule ends every chunk at an epoch boundary).
   """
   check_batch(batch_size, mesh, num_examples)
@@ -126,8 +129,35 @@ def make_train_chunk(step_fn: Callable, mesh: Mesh, strategy: str, *,
     state, metrics = lax.scan(body, state, jnp.arange(length))
     return state, jax.tree.map(jnp.mean, metrics)
 
-  return jax.jit(chunk, static_argnums=2, donate_argnums=0,
+  def chunks(state, data, length):
+    if num_seeds == 1:
+      return chunk(state, data, length)
+    # Independent models stacked on a leading axis: one program trains all.
+    return jax.vmap(lambda s: chunk(s, data, length))(state)
+
+  return jax.jit(chunks, static_argnums=2, donate_argnums=0,
                  in_shardings=(state_sharding, replicated(mesh)),
+                 out_shardings=(state_sharding, replicated(mesh)))
+
+
+def chunk_sharding(mesh: Mesh) -> NamedSharding:
+  """Sharding of a chunk of batches ``(L, B, ...)``: the batch axis is split."""
+  return NamedSharding(mesh, P(None, DATA_AXIS))
+
+
+def make_stream_chunk(step_fn: Callable, mesh: Mesh, strategy: str, *,
+                      state_sharding) -> Callable:
+  """A jitted ``chunk(state, batches) -> (state, metrics)`` over host-read
+  batches ``(L, B, ...)``: the streaming twin of :func:`make_train_chunk`,
+  running the same step on the same batches."""
+  step = per_device_step(step_fn, mesh, strategy)
+
+  def chunk(state, batches):
+    state, metrics = lax.scan(step, state, batches)
+    return state, jax.tree.map(jnp.mean, metrics)
+
+  return jax.jit(chunk, donate_argnums=0,
+                 in_shardings=(state_sharding, chunk_sharding(mesh)),
                  out_shardings=(state_sharding, replicated(mesh)))
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -35,6 +36,11 @@ class TrainState:
   @property
   def key(self) -> jax.Array:
     return jax.random.wrap_key_data(self.rng)
+
+  @property
+  def steps_done(self) -> int:
+    """The step counter as a Python int (every seed's is the same)."""
+    return int(np.max(jax.device_get(self.step)))
 
 
 def create_state(model, tx: optax.GradientTransformation, example: jnp.ndarray,

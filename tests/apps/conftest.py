@@ -14,7 +14,7 @@ TINY = Config(data=DataConfig(name="digits"), model=ModelConfig(widths=(32, 8)),
 
 @pytest.fixture(scope="session")
 def digits() -> Dataset:
-  return load_dataset(TINY.data, TINY.train.seed)
+  return load_dataset(TINY.data)
 
 
 @pytest.fixture(scope="session")

@@ -106,9 +106,11 @@ def test_from_run(digits_run, digits):
   assert roc_auc_score(np.r_[np.zeros(50), np.ones(50)], scores) > 0.9
 
 
-def test_run_dir_keeps_the_run_and_refuses_a_used_folder(tmp_path):
-  x = np.random.default_rng(0).random((64, 3))
+def test_uint8_images_and_run_dir(tmp_path):
+  x = np.random.default_rng(0).integers(0, 256, (64, 4, 4), np.uint8)
   det = AutoencoderDetector(**FAST, run_dir=str(tmp_path / "det")).fit(x)
+  assert det.preprocessing_ == "none" and det.feature_shape_ == (4, 4)
+  np.testing.assert_array_equal(det.anomaly_score(x), det.anomaly_score(x / 255.0))
   assert (tmp_path / "det" / "config.json").exists()
   assert det.run_.dir == tmp_path / "det"
   with pytest.raises(OutputError, match="is not empty"):

@@ -50,6 +50,7 @@ class Trainer:
         state_sharding=sharding)
     self._data = jax.device_put(data, parallel.replicated(self.mesh))
     self.metrics: dict[str, float] = {}
+    self._evals: dict[str, object] = {}
 
   def advance(self, steps: int) -> Trainer:
     """Trains ``steps`` more steps, in chunks of at most one epoch."""
@@ -71,8 +72,9 @@ class Trainer:
   def figures(self, x: np.ndarray, noise: str = "", seed: int = 0) -> dict[str, float]:
     """The test figures ``flaxae eval`` reports, on ``x``."""
     cfg = self.cfg.model
-    eval_jit = parallel.make_eval(functools.partial(
-        eval_step, model=self.module, objective=None, cfg=cfg, rng=jax.random.key(seed),
-        noise=noise), parallel.make_mesh(1))
-    return parallel.evaluate(eval_jit, self.variables, x, 1000, 1,
+    if (noise, seed) not in self._evals:  # Compiled once per corruption and seed.
+      self._evals[noise, seed] = parallel.make_eval(functools.partial(
+          eval_step, model=self.module, objective=None, cfg=cfg,
+          rng=jax.random.key(seed), noise=noise), parallel.make_mesh(1))
+    return parallel.evaluate(self._evals[noise, seed], self.variables, x, 1000, 1,
                              functools.partial(summarize_eval, cfg=cfg))

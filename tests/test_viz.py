@@ -1,0 +1,89 @@
+"""Pictures: every kind is a PNG, written atomically, from plain arrays."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from flaxae import viz
+from flaxae.errors import OutputError
+
+RNG = np.random.default_rng(0)
+
+
+def _png(path):
+  assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  return matplotlib.image.imread(path)
+
+
+def test_grid_and_reconstructions(tmp_path):
+  x = RNG.random((6, 8, 8, 1))
+  viz.save_reconstructions(x, x[::-1], tmp_path / "r.png")
+  viz.save_grid([x.reshape(6, 64)], tmp_path / "g.png", titles=["flat"])
+  assert _png(tmp_path / "r.png").shape[0] > 50 and _png(tmp_path / "g.png").size
+
+
+def test_triplets(tmp_path):
+  clean = RNG.random((5, 28, 28))
+  viz.save_triplets(np.clip(clean + 0.3, 0, 1), clean, clean, tmp_path / "t.png")
+  assert _png(tmp_path / "t.png").shape[0] > 100
+
+
+def test_mosaic_layout():
+  grid = np.zeros((2, 3, 4, 5, 1))
+  grid[1, 2] = 1.0
+  tiled = viz.mosaic(grid, pad=1)
+  assert tiled.shape == (2 * 5 - 1, 3 * 6 - 1)
+  assert tiled[5:, 12:].min() == 1.0 and tiled[:4, :5].max() == 0.0
+
+
+def test_samples_and_mosaic(tmp_path):
+  viz.save_samples(RNG.random((10, 64)), tmp_path / "s.png", cols=4, title="samples")
+  viz.save_mosaic(RNG.random((3, 7, 8, 8, 1)), tmp_path / "m.png",
+                  row_labels=["z0", "z1", "z2"], title="traversal")
+  assert _png(tmp_path / "s.png").size and _png(tmp_path / "m.png").size
+
+
+@pytest.mark.parametrize("dim,method,used", [(2, "auto", "direct"), (5, "auto", "pca"),
+                                             (5, "tsne", "tsne")])
+def test_latent_scatter(tmp_path, dim, method, used):
+  codes = RNG.normal(size=(60, dim))
+  points, got = viz.project_2d(codes, method)
+  assert points.shape == (60, 2) and got == used
+  if used == "direct":
+    np.testing.assert_array_equal(points, codes)
+  viz.save_latent_scatter(codes, np.arange(60) % 3, tmp_path / "l.png", method=method)
+  assert _png(tmp_path / "l.png").size
+
+
+def test_direct_needs_2d():
+  with pytest.raises(ValueError, match="needs 2-D codes"):
+    viz.project_2d(np.zeros((4, 3)), "direct")
+
+
+def test_loss_curves_from_metrics_jsonl(tmp_path):
+  records = [{"step": 10 * e, "epoch": e, "train/loss": 1 / e, "test/loss": 1.1 / e}
+             for e in range(1, 6)]
+  (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+  assert viz.read_history(tmp_path) == records
+  viz.save_loss_curves(tmp_path, tmp_path / "loss.png", log=True)
+  assert _png(tmp_path / "loss.png").size
+
+
+def test_rate_distortion_and_roc(tmp_path):
+  viz.save_rate_distortion({"ae": ([0.1, 0.3, 0.2], [20, 24, 22]), "jpeg": ([0.5, 1.0], [18, 25])},
+                           tmp_path / "rd.png", xlim=(0, 1.2))
+  truth = np.r_[np.zeros(50), np.ones(50)]
+  viz.save_roc({"good": (truth, truth + RNG.random(100)), "random": (truth, RNG.random(100))},
+               tmp_path / "roc.png")
+  assert _png(tmp_path / "rd.png").size and _png(tmp_path / "roc.png").size
+
+
+def test_writes_are_atomic_and_checked(tmp_path):
+  viz.save_samples(RNG.random((4, 16)), tmp_path / "a.png")
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]  # No temporary left.
+  with pytest.raises(OutputError, match="does not exist"):
+    viz.save_samples(RNG.random((4, 16)), tmp_path / "missing" / "a.png")
