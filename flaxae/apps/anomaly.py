@@ -55,7 +55,8 @@ class NotFittedError(FlaxaeError, SklearnNotFittedError):
   """A detector was used before ``fit`` (also scikit-learn's ``NotFittedError``)."""
 
 
-def _validated(estimator: BaseEstimator, X: Any, reset: bool) -> np.ndarray:  # pylint: disable=invalid-name
+def _validated(estimator: BaseEstimator, X: Any,  # pylint: disable=invalid-name
+               reset: bool) -> np.ndarray:
   """scikit-learn's checks of ``X``, their ``ValueError`` as flaxae's (still
   ``ValueError``s): :class:`ShapeError` for the width, else :class:`DataError`."""
   try:

@@ -14,7 +14,7 @@ from sklearn.utils import estimator_checks
 
 from flaxae import FlaxaeError, ModelConfig, TrainConfig, cli
 from flaxae.apps.anomaly import AutoencoderDetector, NotFittedError, detect
-from flaxae.errors import ConfigError, OutputError
+from flaxae.errors import ConfigError, OutputError, ShapeError
 
 FAST = dict(model=ModelConfig(widths=(8, 2)), train=TrainConfig(epochs=2, batch_size=32))
 
@@ -83,8 +83,10 @@ def test_before_fit_is_a_clear_error():
 
 
 def test_wrong_width_after_fit(one_class):
-  with pytest.raises(ValueError, match="expecting 8 features"):
+  with pytest.raises(ShapeError, match=r"inputs of shape \(3, 5\) do not fit this detector"):
     one_class.predict(np.zeros((3, 5)))
+  with pytest.raises(ShapeError, match=r"inputs of shape \(3, 8, 9, 1\)"):
+    one_class.predict(np.zeros((3, 8, 9, 1)))
 
 
 @pytest.mark.parametrize("params,message", [
