@@ -38,6 +38,9 @@ IMPLS = ("flaxae", "flaxae-all", *PEERS)
 BASELINE = "pytorch"
 # Examples per timed repetition (one epoch); the conv AE is ~15× the FLOPs.
 DEFAULT_SAMPLES = {"dense": 16384, "conv": 2048}
+# XLA's CPU convolutions run transposed-conv gradients as slow loops (seconds
+# per step at batch 256, see benchmarks/conv_layers.py): fewer examples there.
+SLOW_SAMPLES = {("keras-jax", "conv"): 256}
 
 
 def cpu_model() -> str:
@@ -256,8 +259,8 @@ def main(argv=None) -> int:
   for model, bs, impl, module, argv_, extra_env in _jobs(args, devices_all,
                                                           peak["platform"]):
     pkg = PEERS.get(impl, (None, None, "jax"))[2]
-    samples, skip = plan_samples(results, impl, model, bs, args.samples or
-                                 DEFAULT_SAMPLES[model], args.reps, args.budget)
+    samples = args.samples or SLOW_SAMPLES.get((impl, model), DEFAULT_SAMPLES[model])
+    samples, skip = plan_samples(results, impl, model, bs, samples, args.reps, args.budget)
     if importlib.util.find_spec(pkg) is None:
       rec = {"error": f"{pkg} is not installed (pip install -e '.[bench]')"}
     elif skip:

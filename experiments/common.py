@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -52,6 +53,12 @@ def get_run(cfg: Config) -> Run:
   train(cfg, progress=False)
   print(f"trained {run_dir} in {time.perf_counter() - start:.0f} s", flush=True)
   return load(run_dir)
+
+
+def command(name: str, argv: Sequence[str] | None) -> str:
+  """The command line that ran experiment ``name``, for its JSON."""
+  args = sys.argv[1:] if argv is None else list(argv)
+  return " ".join(["python -m experiments." + name, *args])
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io as pyio
 import math
-import sys
 import time
 
 import numpy as np
@@ -168,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
   ae_rows = [r for r in results["rows"] if r["codec"].startswith("ae-")]
   results["ae_vs_jpeg_0.1_0.5_bpp"] = comparison(ae_rows, jpeg)
   results["seconds"] = time.perf_counter() - start
-  results["command"] = "python -m experiments.compression " + " ".join(argv or sys.argv[1:])
+  results["command"] = common.command("compression", argv)
   common.write_json(out / "compression.json", results)
 
   curves = {}

@@ -13,7 +13,6 @@ on the test set's codes, PCA projections and pixels, scored by NMI and ARI.
 
 from __future__ import annotations
 
-import sys
 import time
 
 from experiments import common
@@ -59,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
              "widths": list(widths), "epochs": epochs, "probe": probe, "kmeans": clusters,
              "test_psnr": run.evaluate(ds.test_x)["psnr"],
              "seconds": time.perf_counter() - start,
-             "command": "python -m experiments.features " + " ".join(argv or sys.argv[1:])}
+             "command": common.command("features", argv)}
   common.write_json(out / f"features_{args.data}.json", results)
 
   codes = features.embed(run, ds.test_x[:3000])

@@ -12,7 +12,6 @@ autoencoder (noisy / denoised / clean), and plots their loss curves.
 
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
@@ -120,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
   results["models"] = {k: {m: float(v) for m, v in d.items() if np.ndim(v) == 0}
                        for k, d in results["models"].items()}
   results["seconds"] = time.perf_counter() - start
-  results["command"] = "python -m experiments.generation " + " ".join(argv or sys.argv[1:])
+  results["command"] = common.command("generation", argv)
   common.write_json(out / "generation.json", results)
   common.publish(figs, args)
   keys = ["loss", "bce", "mse", "psnr", "noisy_psnr", "denoised_psnr"]

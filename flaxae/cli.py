@@ -153,7 +153,8 @@ _Output = Annotated[str, tyro.conf.arg(aliases=("-o",), metavar="FILE")]
 
 def compress(run_dir: _RunDir,
              input_path: Annotated[str, tyro.conf.arg(metavar="INPUT"), tyro.conf.Positional],
-             output: _Output, step: float = 0.5, overwrite: bool = False, json_out: str = "") -> None:
+             output: _Output, step: float = 0.5, overwrite: bool = False,
+             json_out: str = "") -> None:
   """Compress images (.npy, .npz or IDX) to a binary file with a trained run.
 
   Prints the file's bits per pixel, compression ratio against raw uint8,

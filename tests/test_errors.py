@@ -184,7 +184,8 @@ def _apps_files_for_corpus_tests(request):
 
 
 def test_api_detector_before_fit():
-  from flaxae.apps.anomaly import AutoencoderDetector, NotFittedError  # pylint: disable=import-outside-toplevel
+  # pylint: disable-next=import-outside-toplevel
+  from flaxae.apps.anomaly import AutoencoderDetector, NotFittedError
   with pytest.raises(NotFittedError, match="not fitted yet; call fit") as info:
     AutoencoderDetector().predict(np.zeros((2, 64), np.float32))
   assert type(info.value) is NotFittedError and isinstance(info.value, FlaxaeError)

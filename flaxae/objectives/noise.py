@@ -40,8 +40,8 @@ def parse_noise(spec: str) -> Noise | None:
   except ValueError as e:
     raise ConfigError(f"noise {spec!r} needs a number after the colon") from e
   if not level >= 0.0 or (name != "gaussian" and level > 1.0):
-    raise ConfigError(
-        f"noise {spec!r}: {'σ must not be negative' if name == 'gaussian' else 'p must be in [0, 1]'}")
+    bound = "σ must not be negative" if name == "gaussian" else "p must be in [0, 1]"
+    raise ConfigError(f"noise {spec!r}: {bound}")
   return Noise(name, level)
 
 

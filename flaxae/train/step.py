@@ -6,6 +6,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 
@@ -122,6 +123,6 @@ def summarize_eval(means: dict[str, Any], cfg: ModelConfig) -> dict[str, float]:
   out = {k: float(v) for k, v in means.items()}
   for name in ("mse", "noisy_mse", "denoised_mse"):
     if name in out:
-      out[name.replace("mse", "psnr")] = float(losses.psnr(out[name]))
+      out[name.replace("mse", "psnr")] = float(10.0 * np.log10(1.0 / max(out[name], 1e-12)))
   out.update(extra)
   return out

@@ -20,12 +20,13 @@ FAST = dict(model=ModelConfig(widths=(8, 2)), train=TrainConfig(epochs=2, batch_
 
 
 @pytest.fixture(scope="module")
-def one_class(digits):
-  """A detector trained on the digit 0 only."""
-  normal = digits.train_x[digits.train_y == 0]
+def one_class(digits, tmp_path_factory):
+  """A detector trained on uint8 images of the digit 0 only, kept in a run_dir."""
+  normal = np.rint(digits.train_x[digits.train_y == 0] * 255).astype(np.uint8)
   det = AutoencoderDetector(model=ModelConfig(widths=(32, 4)),
-                            train=TrainConfig(epochs=10, batch_size=16, learning_rate=1e-2),
-                            contamination=0.05, random_state=0)
+                            train=TrainConfig(epochs=4, batch_size=16, learning_rate=1e-2),
+                            contamination=0.05, random_state=0,
+                            run_dir=str(tmp_path_factory.mktemp("detector") / "run"))
   return det.fit(normal)
 
 
@@ -108,15 +109,14 @@ def test_from_run(digits_run, digits):
   assert roc_auc_score(np.r_[np.zeros(50), np.ones(50)], scores) > 0.9
 
 
-def test_uint8_images_and_run_dir(tmp_path):
-  x = np.random.default_rng(0).integers(0, 256, (64, 4, 4), np.uint8)
-  det = AutoencoderDetector(**FAST, run_dir=str(tmp_path / "det")).fit(x)
-  assert det.preprocessing_ == "none" and det.feature_shape_ == (4, 4)
-  np.testing.assert_array_equal(det.anomaly_score(x), det.anomaly_score(x / 255.0))
-  assert (tmp_path / "det" / "config.json").exists()
-  assert det.run_.dir == tmp_path / "det"
+def test_uint8_images_and_run_dir(one_class, digits):
+  assert one_class.preprocessing_ == "none" and one_class.feature_shape_ == (8, 8, 1)
+  x = np.rint(digits.test_x[:30] * 255).astype(np.uint8)
+  np.testing.assert_array_equal(one_class.anomaly_score(x), one_class.anomaly_score(x / 255.0))
+  run_dir = one_class.run_.dir
+  assert (run_dir / "config.json").exists() and (run_dir / "train_data.npz").exists()
   with pytest.raises(OutputError, match="is not empty"):
-    clone(det).fit(x)
+    clone(one_class).fit(x)
 
 
 # The checks that need no fit, in the fast suite; the whole of check_estimator

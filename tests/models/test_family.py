@@ -26,27 +26,29 @@ def _init(**kw):
   return model, model.init(jax.random.key(1), X)
 
 
-def _apply(model):
-  return model.apply  # Eager: for one call each, faster than compiling.
-
-
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
 def test_vae_encodes_to_a_clamped_gaussian_and_decodes(backbone):
   model, variables = _init(kind="vae", logvar_min=-3.0, logvar_max=2.0,
                            **BACKBONES[backbone])
   assert isinstance(model, VariationalAutoencoder)
   assert model.code_shape == CODES[backbone]
-  apply = _apply(model)
-  mean, logvar = apply(variables, X, method="posterior")
-  chex.assert_shape([mean, logvar], (3, *CODES[backbone]))
-  np.testing.assert_array_equal(apply(variables, X, method="encode"), mean)
-  decoded = apply(variables, mean, method="decode")
-  chex.assert_shape(decoded, (3, *SHAPE))
-  np.testing.assert_allclose(apply(variables, X), decoded, rtol=1e-5, atol=1e-6)
-  # Blown-up weights: the log-variance stays in its range.
-  big = jax.tree.map(lambda p: p * 100.0, variables)
-  _, logvar = apply(big, X * 0 + 1.0, method="posterior")
-  assert float(logvar.min()) >= -3.0 and float(logvar.max()) <= 2.0
+
+  @jax.jit  # One compilation for every call below.
+  def outputs(variables):
+    mean, logvar = model.apply(variables, X, method="posterior")
+    big = jax.tree.map(lambda p: p * 100.0, variables)  # Blown-up weights.
+    return dict(mean=mean, logvar=logvar,
+                encode=model.apply(variables, X, method="encode"),
+                decoded=model.apply(variables, mean, method="decode"),
+                reconstruction=model.apply(variables, X),
+                big_logvar=model.apply(big, X * 0 + 1.0, method="posterior")[1])
+
+  out = outputs(variables)
+  chex.assert_shape([out["mean"], out["logvar"]], (3, *CODES[backbone]))
+  np.testing.assert_array_equal(out["encode"], out["mean"])
+  chex.assert_shape(out["decoded"], (3, *SHAPE))
+  np.testing.assert_allclose(out["reconstruction"], out["decoded"], rtol=1e-5, atol=1e-6)
+  assert float(out["big_logvar"].min()) >= -3.0 and float(out["big_logvar"].max()) <= 2.0
 
 
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
@@ -54,15 +56,20 @@ def test_vq_quantises_on_every_backbone(backbone):
   model, variables = _init(kind="vq", codebook_size=5, codebook_dim=2,
                            **BACKBONES[backbone])
   assert isinstance(model, VQAutoencoder)
-  apply = _apply(model)
-  z = apply(variables, X, method="encode")
+
+  @jax.jit
+  def outputs(variables):
+    z = model.apply(variables, X, method="encode")
+    return z, model.apply(variables, X, method="indices"), model.apply(
+        variables, z, method="decode")
+
+  z, idx, decoded = outputs(variables)
   chex.assert_shape(z, (3, *CODES[backbone]))
-  idx = apply(variables, X, method="indices")
   chex.assert_shape(idx, (3, *CODES[backbone][:-1], CODES[backbone][-1] // 2))
   assert int(idx.min()) >= 0 and int(idx.max()) < 5
   assert set(variables["vq"]["quantizer"]) == {"count", "sum"}
   chex.assert_shape(variables["vq"]["quantizer"]["sum"], (5, 2))
-  chex.assert_shape(apply(variables, z, method="decode"), (3, *SHAPE))
+  chex.assert_shape(decoded, (3, *SHAPE))
 
 
 def test_vq_codebook_dim_must_divide_the_code():
@@ -83,10 +90,17 @@ def test_sampling_from_the_prior():
 def test_dropout_only_in_training_and_from_its_own_key(backbone):
   model, variables = _init(dropout=0.5, **BACKBONES[backbone])
   plain, _ = _init(dropout=0.0, **BACKBONES[backbone])  # Dropout has no parameters.
-  np.testing.assert_array_equal(_apply(model)(variables, X), _apply(plain)(variables, X))
-  train = lambda key: model.apply(variables, X, train=True, rngs={"dropout": key})
-  np.testing.assert_array_equal(train(jax.random.key(0)), train(jax.random.key(0)))
-  assert not np.allclose(train(jax.random.key(0)), train(jax.random.key(1)))
+
+  @jax.jit
+  def outputs(variables):
+    train = lambda k: model.apply(variables, X, train=True, rngs={"dropout": jax.random.key(k)})
+    return (model.apply(variables, X), plain.apply(variables, X), train(0), train(0),
+            train(1))
+
+  test, without, a, again, b = outputs(variables)
+  np.testing.assert_array_equal(test, without)
+  np.testing.assert_array_equal(a, again)
+  assert not np.allclose(a, b)
 
 
 @pytest.mark.parametrize("kw,expected", [
