@@ -33,17 +33,22 @@ def num_threads() -> int:
       os.cpu_count() or 1)
 
 
-def thread_env(threads: int) -> dict[str, str]:
+def thread_env(threads: int, omp_passive: bool = False) -> dict[str, str]:
   """Environment that pins the OpenMP/MKL/TF pools of a subprocess to ``threads``.
 
-  OpenMP threads wait passively: with the default active spinning, PyTorch's
-  2-thread eager loop fell from ~29k to ~1.2k samples/s (dense, batch 256)
-  whenever any other process shared the 2 cores.
+  OpenMP's wait policy is left at its default (threads spin between parallel
+  regions), PyTorch's best on an otherwise idle machine: dense batch 256,
+  56.6k samples/s spinning against 28.2k with ``OMP_WAIT_POLICY=PASSIVE``.
+  On a machine shared with other jobs, spinning threads collapse instead
+  (1.2k samples/s measured), so ``omp_passive`` sets the passive policy for
+  measurements that cannot have the machine to themselves.
   """
   n = str(threads)
-  return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n,
-          "OMP_WAIT_POLICY": "PASSIVE", "TF_NUM_INTRAOP_THREADS": n,
-          "TF_CPP_MIN_LOG_LEVEL": "2"}
+  env = {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n,
+         "TF_NUM_INTRAOP_THREADS": n, "TF_CPP_MIN_LOG_LEVEL": "2"}
+  if omp_passive:
+    env["OMP_WAIT_POLICY"] = "PASSIVE"
+  return env
 
 
 def make_images(num: int, seed: int = 0,

@@ -85,7 +85,7 @@ def run(cfg: Config, data: np.ndarray, *, reps: int = 5,
   model, objective, tx, init, abstract = build(cfg, feature_shape, steps, mesh)
   state_sharding = jax.tree.map(lambda x: x.sharding, abstract)
   step_fn = functools.partial(train_step, model=model, objective=objective, tx=tx,
-                              cfg=cfg.model)
+                              cfg=cfg.model, micro_batch_size=cfg.train.micro_batch_size)
   chunk = parallel.make_train_chunk(step_fn, mesh, cfg.train.strategy, batch_size=bs,
                                     num_examples=num_examples,
                                     state_sharding=state_sharding)

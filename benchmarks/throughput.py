@@ -223,6 +223,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--timeout", type=float, default=900, help="seconds per subprocess")
   p.add_argument("--matmul-size", type=int, default=2048,
                  help="n of the n×n float32 matmul that measures the peak")
+  p.add_argument("--omp-passive", action="store_true",
+                 help="OMP_WAIT_POLICY=PASSIVE for every subprocess: on a machine shared "
+                      "with other jobs (it slows PyTorch on an idle one)")
   p.add_argument("--quick", action="store_true",
                  help="smoke run: batch 64, 2 repetitions of 512 examples")
   p.add_argument("--out", default="benchmarks/out/throughput.json")
@@ -238,7 +241,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
   args = parse_args(argv)
   started, load_start = time.time(), os.getloadavg()
-  env = {**os.environ, **common.thread_env(args.threads)}
+  env = {**os.environ, **common.thread_env(args.threads, args.omp_passive)}
   env.setdefault("JAX_PLATFORMS", "")
   env["PYTHONWARNINGS"] = "ignore"
   print(f"# threads per implementation: {args.threads}", file=sys.stderr)

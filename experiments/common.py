@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from flaxae import io
-from flaxae.api import Run, load, train
+from flaxae.api import Run, fit, load
 from flaxae.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +50,7 @@ def get_run(cfg: Config) -> Run:
     if lines and json.loads(lines[-1]).get("epoch") == cfg.train.epochs:
       return load(run_dir)
   start = time.perf_counter()
-  train(cfg, progress=False)
+  fit(cfg, progress=False)
   print(f"trained {run_dir} in {time.perf_counter() - start:.0f} s", flush=True)
   return load(run_dir)
 

@@ -1,6 +1,6 @@
 """flaxae: autoencoders in JAX/Flax, fast, correct and practical."""
 
-from flaxae.api import Run, decode, encode, load, reconstruct, train
+from flaxae.api import Run, decode, encode, fit, load, reconstruct
 from flaxae.config import (CheckpointConfig, Config, DataConfig, ModelConfig,
                            TrainConfig)
 from flaxae.errors import FlaxaeError
@@ -9,5 +9,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointConfig", "Config", "DataConfig", "FlaxaeError", "ModelConfig",
-    "Run", "TrainConfig", "decode", "encode", "load", "reconstruct", "train",
+    "Run", "TrainConfig", "decode", "encode", "fit", "load", "reconstruct",
 ]

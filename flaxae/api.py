@@ -2,7 +2,7 @@
 
 >>> import flaxae
 >>> cfg = flaxae.Config(train=flaxae.TrainConfig(epochs=5))
->>> run = flaxae.train(cfg)                    # digits, dense, plain
+>>> run = flaxae.fit(cfg)                      # digits, dense, plain
 >>> run = flaxae.load(run.dir)                 # later, elsewhere
 >>> codes = run.encode(images)                 # (N, 32) numpy
 >>> images_again = run.decode(codes)           # in [0, 1]
@@ -148,8 +148,11 @@ class Run:
     return figures
 
 
-def train(config: Config, *, progress: bool = True) -> Run:
-  """Trains (or resumes) the run ``config`` describes; see ``train_and_evaluate``."""
+def fit(config: Config, *, progress: bool = True) -> Run:
+  """Trains (or resumes) the run ``config`` describes; see ``train_and_evaluate``.
+
+  (Named ``fit``, not ``train``: ``flaxae.train`` is the training subpackage.)
+  """
   from flaxae.train.loop import train_and_evaluate  # pylint: disable=import-outside-toplevel
   return train_and_evaluate(config, progress=progress)
 

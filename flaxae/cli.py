@@ -46,8 +46,8 @@ def train(cfg: Annotated[Config, tyro.conf.arg(name=""), tyro.conf.FlagConversio
   Ctrl-C or SIGTERM saves a checkpoint at the current step and exits with
   128 + the signal number; the same command resumes.
   """
-  from flaxae.api import train as train_run  # pylint: disable=import-outside-toplevel
-  run = train_run(cfg, progress=progress)
+  from flaxae.api import fit  # pylint: disable=import-outside-toplevel
+  run = fit(cfg, progress=progress)
   if run.interrupted_by is not None:
     print(f"interrupted at step {run.state.steps_done}; checkpoint saved in "
           f"{run.dir.resolve()}; run the same command to resume", file=sys.stderr)

@@ -169,6 +169,15 @@ class TrainConfig:
     max_bad_steps: Stop after this many consecutive steps with a non-finite
       loss or gradient (each is skipped, leaving the parameters unchanged).
     eval_batch_size: Batch size for evaluation.
+    micro_batch_size: Run each device's batch as micro-batches of this size,
+      one after another, averaging their gradients: the same step, with
+      activations that fit in cache. 0: automatic (on CPU, 16 for conv
+      models when it divides a larger per-device batch, else the whole
+      batch); -1: never. Not for kinds that take whole-batch statistics
+      (sparse, vq).
+    compute_dtype: ``float32``, or ``bfloat16`` for mixed precision on
+      accelerators: layers compute in bfloat16 while parameters, optimizer
+      state, losses and codes stay float32.
   """
 
   seed: int = 0
@@ -187,6 +196,8 @@ class TrainConfig:
   num_seeds: int = 1
   max_bad_steps: int = 10
   eval_batch_size: int = 1000
+  micro_batch_size: int = 0
+  compute_dtype: Literal["float32", "bfloat16"] = "float32"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,6 +241,9 @@ class Config:
   Attributes:
     run_dir: Where config, checkpoints, metrics and pictures go (default
       ``runs/<data>-<arch>-<kind>``). An existing run directory is resumed.
+    profile: Save a ``jax.profiler`` trace of one epoch (the second, after
+      compilation, or the only one) to ``<run_dir>/profile`` (TensorBoard's
+      profile plugin or Perfetto read it).
   """
 
   data: DataConfig = DataConfig()
@@ -238,6 +252,7 @@ class Config:
   checkpoint: CheckpointConfig = CheckpointConfig()
   distributed: DistributedConfig = DistributedConfig()
   run_dir: str = ""
+  profile: bool = False
 
   def resolved_run_dir(self) -> str:
     if self.run_dir:
@@ -284,6 +299,13 @@ def validate(cfg: Config) -> Config:
     raise ConfigError(
         f"model.logvar_min ({cfg.model.logvar_min}) must be smaller than "
         f"model.logvar_max ({cfg.model.logvar_max})")
+  micro = cfg.train.micro_batch_size
+  if micro < -1:
+    raise ConfigError(f"train.micro_batch_size must be -1 (never), 0 (automatic) or "
+                      f"positive, got {micro}")
+  if micro > 0 and cfg.train.batch_size % micro:
+    raise ConfigError(f"train.micro_batch_size={micro} must divide train.batch_size="
+                      f"{cfg.train.batch_size}")
   if not 0.0 < cfg.data.test_fraction < 1.0:
     raise ConfigError(
         f"data.test_fraction must be in (0, 1), got {cfg.data.test_fraction}")
@@ -299,6 +321,11 @@ def validate(cfg: Config) -> Config:
   objectives.get(cfg.model.kind)
   objectives.parse_noise(cfg.model.noise)
   models.code_activation(cfg.model)
+  if (0 < micro < cfg.train.batch_size
+      and objectives.kind(cfg.model.kind).batch_statistics):
+    raise ConfigError(
+        f"model.kind={cfg.model.kind} takes statistics of the whole batch; it cannot be "
+        f"split into micro-batches of train.micro_batch_size={micro} (use 0 or -1)")
   return cfg
 
 

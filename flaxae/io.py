@@ -40,12 +40,20 @@ def make_dir(path: str | os.PathLike) -> Path:
   return path
 
 
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
   """Yields a temporary path beside ``path``; renames it over ``path`` on success.
 
   The temporary file keeps ``path``'s suffix (so libraries that look at it,
-  like matplotlib, pick the right format) and is removed on failure.
+  like matplotlib, pick the right format) and is removed on failure. The
+  result gets the permissions of a newly created file (``0o666`` less the
+  umask), not ``mkstemp``'s private ``0o600``.
   """
   path = check_output(path, overwrite)
   try:
@@ -56,6 +64,7 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
   os.close(fd)
   try:
     yield Path(tmp)
+    os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, path)
   except OSError as e:
     with contextlib.suppress(FileNotFoundError):

@@ -8,6 +8,7 @@ picks one by name and returns the batch mean.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import jax
@@ -18,7 +19,15 @@ from flaxae.errors import ConfigError
 
 
 def _per_example_mean(x: jnp.ndarray) -> jnp.ndarray:
-  return x.reshape(x.shape[0], -1).mean(axis=-1)
+  """``(B, ...)`` → ``(B,)`` means over each example's features.
+
+  Computed as a matrix-vector product with a ``1/D`` vector, not a
+  ``reduce``: XLA's CPU backend runs a reduction as one sequential loop, and
+  on the dense AE's output (784 values per example) that loop cost as much as
+  a quarter of the training step; the product runs on the matmul kernels.
+  """
+  flat = x.reshape(x.shape[0], -1)
+  return flat @ jnp.full((flat.shape[1],), 1.0 / flat.shape[1], flat.dtype)
 
 
 def bce_with_logits(logits: jnp.ndarray, targets: jnp.ndarray) -> jnp.ndarray:
@@ -33,8 +42,35 @@ def bce_with_logits(logits: jnp.ndarray, targets: jnp.ndarray) -> jnp.ndarray:
   return jax.nn.softplus(logits) - logits * targets
 
 
-def bce_per_example(logits, targets):
+@jax.custom_vjp
+def bce_per_example(logits: jnp.ndarray, targets: jnp.ndarray) -> jnp.ndarray:
+  """``(B,)`` per-pixel mean of :func:`bce_with_logits`, with a fused gradient.
+
+  Its derivative, ``(σ(l) - t) / D`` for the logits (``-l / D`` for the
+  targets), is computed in the forward pass from the same ``exp(-|l|)`` as
+  the loss, so the training step reads the decoder's output once and
+  exponentiates it once (the autodiff form recomputes ``σ(l)`` in a second
+  pass: measured 25k → 35k samples/s for the dense AE's step on 2 CPU cores,
+  one run). Not forward-mode differentiable (``jax.jvp``); nothing here needs it.
+  """
   return _per_example_mean(bce_with_logits(logits, targets))
+
+
+def _bce_fwd(logits, targets):
+  dim = math.prod(logits.shape[1:])
+  e = jnp.exp(-jnp.abs(logits))
+  value = jnp.maximum(logits, 0.0) + jnp.log1p(e) - logits * targets
+  sigmoid = jnp.where(logits >= 0, 1.0, e) / (1.0 + e)
+  return _per_example_mean(value), ((sigmoid - targets) / dim, logits)
+
+
+def _bce_bwd(residuals, cotangent):
+  grad_logits, logits = residuals
+  ct = cotangent.reshape((-1,) + (1,) * (logits.ndim - 1))
+  return ct * grad_logits, -ct * logits / math.prod(logits.shape[1:])
+
+
+bce_per_example.defvjp(_bce_fwd, _bce_bwd)
 
 
 def mse_per_example(predictions, targets):

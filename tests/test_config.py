@@ -54,6 +54,8 @@ def test_wrong_literal():
     ("model", "kind", "nope", "unknown model.kind"),
     ("model", "activation", "nope", "unknown activation"),
     ("data", "test_fraction", 1.5, "data.test_fraction must be in"),
+    ("train", "micro_batch_size", 48, "train.micro_batch_size=48 must divide"),
+    ("train", "micro_batch_size", -2, "train.micro_batch_size must be -1"),
 ])
 def test_validate(section, field, value, message):
   cfg = Config()
@@ -68,3 +70,12 @@ def test_fingerprint_tracks_model_and_data_only():
   c = dataclasses.replace(a, model=ModelConfig(widths=(64, 8)))
   assert config_lib.fingerprint(a) == config_lib.fingerprint(b)
   assert config_lib.fingerprint(a) != config_lib.fingerprint(c)
+
+
+def test_micro_batches_refused_for_whole_batch_statistics():
+  cfg = Config(model=ModelConfig(kind="sparse"), train=TrainConfig(micro_batch_size=32))
+  with pytest.raises(ConfigError, match="statistics of the whole batch"):
+    config_lib.validate(cfg)
+  # The whole batch, or the automatic choice, is fine.
+  config_lib.validate(dataclasses.replace(cfg, train=TrainConfig(micro_batch_size=128)))
+  config_lib.validate(dataclasses.replace(cfg, train=TrainConfig(micro_batch_size=0)))

@@ -27,6 +27,32 @@ def test_bce_is_finite_for_extreme_logits():
   np.testing.assert_allclose(value, [(1e4 + 1e4 + 100 + 100) / 4], rtol=1e-5)
 
 
+def _bce_reference(logits, targets):
+  """The autodiff form: the fused gradient must equal its derivatives."""
+  return (jax.nn.softplus(logits) - logits * targets).reshape(logits.shape[0], -1).mean(-1)
+
+
+@pytest.mark.parametrize("scale", [1.0, 30.0])
+def test_bce_fused_gradient_equals_autodiff(scale):
+  logits = scale * jax.random.normal(jax.random.key(0), (6, 5, 5, 1))
+  targets = jax.random.uniform(jax.random.key(1), (6, 5, 5, 1))
+  weights = jnp.arange(1.0, 7.0)  # A cotangent that differs per example.
+  f = lambda fn: lambda l, t: jnp.dot(fn(l, t), weights)
+  got = jax.jit(jax.grad(f(losses.bce_per_example), argnums=(0, 1)))(logits, targets)
+  want = jax.grad(f(_bce_reference), argnums=(0, 1))(logits, targets)
+  chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(losses.bce_per_example(logits, targets),
+                             _bce_reference(logits, targets), rtol=1e-6)
+
+
+def test_bce_fused_gradient_under_vmap():
+  logits = jax.random.normal(jax.random.key(2), (3, 4, 16))
+  targets = jax.random.uniform(jax.random.key(3), (3, 4, 16))
+  grad = lambda fn: jax.vmap(jax.grad(lambda l, t: fn(l, t).mean()))(logits, targets)
+  chex.assert_trees_all_close(grad(losses.bce_per_example), grad(_bce_reference),
+                              rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("name", ["bce", "mse", "l1", "huber"])
 def test_per_example_shape_and_mean(name):
   logits = jax.random.normal(jax.random.key(0), (5, 4, 4, 1))

@@ -39,7 +39,7 @@ from sklearn.utils.validation import validate_data
 
 from flaxae import io
 from flaxae.api import Run, load
-from flaxae.api import train as train_run
+from flaxae.api import fit
 from flaxae.config import CheckpointConfig, Config, DataConfig, ModelConfig, TrainConfig
 from flaxae.errors import ConfigError, DataError, FlaxaeError, OutputError, ShapeError
 
@@ -232,7 +232,7 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
     cfg = Config(data=DataConfig(name="npy", path=str(data_path)),
                  model=self.model or ModelConfig(), train=self._train_config(len(x)),
                  checkpoint=_ONLY_AT_THE_END, run_dir=str(run_dir))
-    run = train_run(cfg, progress=False)
+    run = fit(cfg, progress=False)
     return Run(run.dir, run.config, run.model, jax.device_get(run.variables),
                run.history)
 

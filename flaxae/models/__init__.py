@@ -57,8 +57,10 @@ def code_activation(cfg: ModelConfig) -> str:
   return ""
 
 
-def build_model(cfg: ModelConfig, feature_shape: tuple[int, ...]) -> Autoencoder:
-  """The model for examples of ``feature_shape``, as the config's kind and arch say."""
+def build_model(cfg: ModelConfig, feature_shape: tuple[int, ...],
+                dtype: str = "float32") -> Autoencoder:
+  """The model for examples of ``feature_shape``, as the config's kind and arch
+  say, computing in ``dtype`` (``train.compute_dtype``)."""
   feature_shape = tuple(int(s) for s in feature_shape)
   num_features = 1
   for s in feature_shape:
@@ -80,6 +82,7 @@ def build_model(cfg: ModelConfig, feature_shape: tuple[int, ...]) -> Autoencoder
       activation=cfg.activation,
       code_activation=code_activation(cfg),
       dropout=cfg.dropout,
+      dtype=dtype,
   )
   if cfg.kind == "vae":
     return VariationalAutoencoder(**common, logvar_min=cfg.logvar_min,

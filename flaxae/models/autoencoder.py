@@ -40,6 +40,10 @@ class Autoencoder(nn.Module):
       empty for the backbone's own (linear for a dense code, the hidden
       activation for a spatial conv code).
     dropout: Dropout rate after every hidden layer in training.
+    dtype: Computation dtype of the encoder and decoder (``float32`` or
+      ``bfloat16``); parameters stay float32, and inputs, codes and logits
+      cross the module's boundary as float32, so losses, the posterior and
+      the codebook are computed in float32 (mixed precision).
   """
 
   arch: str
@@ -51,6 +55,7 @@ class Autoencoder(nn.Module):
   activation: str = "relu"
   code_activation: str = ""
   dropout: float = 0.0
+  dtype: str = "float32"
 
   @property
   def code_shape(self) -> tuple[int, ...]:
@@ -75,12 +80,12 @@ class Autoencoder(nn.Module):
     if self.arch == "dense":
       widths = tuple(self.widths)
       widths = widths[:-1] + (widths[-1] * code_factor,)
-      return DenseEncoder(widths, act, code_act, self.dropout)
+      return DenseEncoder(widths, act, code_act, self.dropout, dtype=self.dtype)
     channels, latent_dim = tuple(self.channels), self.latent_dim * code_factor
     if not latent_dim:
       channels = channels[:-1] + (channels[-1] * code_factor,)
     return ConvEncoder(channels, latent_dim, self.kernel_size, act, code_act,
-                       self.dropout)
+                       self.dropout, dtype=self.dtype)
 
   def _decoder(self) -> nn.Module:
     act = activation_fn(self.activation)
@@ -89,9 +94,10 @@ class Autoencoder(nn.Module):
       for s in self.feature_shape:
         num_features *= s
       return DenseDecoder(tuple(reversed(self.widths[:-1])), num_features, act,
-                          self.dropout)
+                          self.dropout, dtype=self.dtype)
     return ConvDecoder(tuple(self.channels), tuple(self.feature_shape),
-                       self.latent_dim, self.kernel_size, act, self.dropout)
+                       self.latent_dim, self.kernel_size, act, self.dropout,
+                       dtype=self.dtype)
 
   def setup(self):
     self.encoder = self._encoder()
@@ -100,13 +106,17 @@ class Autoencoder(nn.Module):
   def _flat(self, x: jnp.ndarray) -> jnp.ndarray:
     return x.reshape(x.shape[0], -1) if self.arch == "dense" else x
 
+  def _encoder_output(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+    """The encoder's float32 output for ``x``, computed in ``dtype``."""
+    return self.encoder(self._flat(x).astype(self.dtype), train).astype(jnp.float32)
+
   def encode(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     """``(B, *feature_shape)`` inputs → ``(B, *code_shape)`` codes."""
-    return self.encoder(self._flat(x), train)
+    return self._encoder_output(x, train)
 
   def decode(self, z: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    """``(B, *code_shape)`` codes → ``(B, *feature_shape)`` logits."""
-    logits = self.decoder(z, train)
+    """``(B, *code_shape)`` codes → ``(B, *feature_shape)`` float32 logits."""
+    logits = self.decoder(z.astype(self.dtype), train).astype(jnp.float32)
     return logits.reshape(logits.shape[0], *self.feature_shape)
 
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:

@@ -44,6 +44,7 @@ class ConvEncoder(nn.Module):
   activation: Callable[[jnp.ndarray], jnp.ndarray] = nn.relu
   code_activation: Callable[[jnp.ndarray], jnp.ndarray] | None = None
   dropout: float = 0.0
+  dtype: jnp.dtype = jnp.float32  # Computation dtype; parameters stay float32.
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -56,7 +57,7 @@ class ConvEncoder(nn.Module):
       if self.dropout and (i < last or self.latent_dim):
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
     if self.latent_dim:
-      x = nn.Dense(self.latent_dim, name="code")(x.reshape(x.shape[0], -1))
+      x = nn.Dense(self.latent_dim, dtype=self.dtype, name="code")(x.reshape(x.shape[0], -1))
       if self.code_activation is not None:
         x = self.code_activation(x)
     return x
@@ -75,6 +76,7 @@ class ConvDecoder(nn.Module):
   kernel_size: int = 3
   activation: Callable[[jnp.ndarray], jnp.ndarray] = nn.relu
   dropout: float = 0.0
+  dtype: jnp.dtype = jnp.float32  # Computation dtype; parameters stay float32.
 
   @nn.compact
   def __call__(self, z: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -83,7 +85,8 @@ class ConvDecoder(nn.Module):
     h, w = downsampled(height, levels), downsampled(width, levels)
     drop = lambda y: nn.Dropout(self.dropout, deterministic=not train)(y) if self.dropout else y
     if self.latent_dim:
-      z = drop(self.activation(nn.Dense(h * w * self.channels[-1], name="grid")(z)))
+      grid = nn.Dense(h * w * self.channels[-1], dtype=self.dtype, name="grid")
+      z = drop(self.activation(grid(z)))
       z = z.reshape(z.shape[0], h, w, self.channels[-1])
     for i, ch in enumerate(reversed(self.channels)):
       z = drop(self.activation(

@@ -5,20 +5,36 @@ transposed convolutions in particular) as naive loops: a small conv
 autoencoder trained at ~30 samples/s inside ``lax.scan`` on 2 cores. These
 layers compute the *same function with the same parameters* as
 ``flax.linen.Conv`` / ``flax.linen.ConvTranspose`` (kernel ``(kh, kw, in,
-out)``, SAME padding) but as patch extraction plus one matmul (im2col), and
-the transposed convolution as a sub-pixel convolution (one matmul producing
-all ``s×s`` output phases, then depth-to-space). Their gradients are matmuls,
-pads and slices, which every backend runs well. ``tests/models`` checks them
-against the Flax layers.
+out)``, SAME padding) as matmuls plus pads, slices and adds, whose gradients
+are the same kinds of op, which every backend runs well. ``tests/models``
+checks them against the Flax layers.
+
+Two forms, chosen by which moves less memory (the matmuls are the same):
+
+* **input side** (im2col): gather the ``k·k`` shifted inputs of every output
+  pixel into one ``k·k·C``-wide patch, then one matmul to ``F`` channels.
+* **output side**: one matmul of every input pixel to ``k·k·F`` channels
+  (its contribution through each tap), then ``k·k`` shifted adds. Only
+  ``F·k²`` wide: 9 channels instead of 288 for a 32→1 logits layer, ~25× less
+  traffic than its patches. The transposed convolution always uses it: each
+  output phase (``o = s·q + p``) is a sum of the few taps that reach it, so no
+  zero taps are multiplied and no dilated input is formed.
+
+The output-side forms have hand-written gradients (``jax.custom_vjp``): the
+gradient of the tap products is a gather of the output gradient (one slice
+per tap, concatenated), then one matmul each for the input and the kernel.
+Autodiff's version (a sum of ``k·k`` zero-padded copies) was fused by XLA on
+CPU into a transposed copy that took most of the conv AE's step.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
-import numpy as np
 
 
 def _same_pads(size: int, k: int, s: int) -> tuple[int, int]:
@@ -32,7 +48,7 @@ def _transpose_pad_lo(k: int, s: int) -> int:
   """Low padding of the dilated input in a SAME transposed convolution (as
   ``lax._conv_transpose_padding``)."""
   pad_len = k + s - 2
-  return k - 1 if s > k - 1 else int(np.ceil(pad_len / 2))
+  return k - 1 if s > k - 1 else math.ceil(pad_len / 2)
 
 
 def im2col(x: jnp.ndarray, k: int, s: int) -> jnp.ndarray:
@@ -50,8 +66,78 @@ def im2col(x: jnp.ndarray, k: int, s: int) -> jnp.ndarray:
   return jnp.concatenate(cols, axis=-1)
 
 
+def tap_products(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+  """``(B, H, W, C)`` and ``(k, k, C, F)`` → ``(B, H, W, k, k, F)``: each input
+  pixel times each tap (one matmul, ``C`` → ``k·k·F``)."""
+  k, _, _, f = kernel.shape
+  b, h, w, _ = x.shape
+  return (x @ _weight_matrix(kernel, x.dtype)).reshape(b, h, w, k, k, f)
+
+
+def _weight_matrix(kernel: jnp.ndarray, dtype) -> jnp.ndarray:
+  """``(k, k, C, F)`` → ``(C, k·k·F)``, columns ordered ``(ky, kx, f)``."""
+  k, _, c, f = kernel.shape
+  return kernel.transpose(2, 0, 1, 3).reshape(c, k * k * f).astype(dtype)
+
+
+def _kernel_grad(x: jnp.ndarray, dz: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+  """Gradient of the kernel from the input ``(B, H, W, C)`` and the gradient
+  of its tap products ``(B·H·W, k·k·F)``."""
+  k, _, c, f = kernel.shape
+  dw = x.reshape(-1, c).T @ dz
+  return dw.reshape(c, k, k, f).transpose(1, 2, 0, 3).astype(kernel.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def output_side_conv(x: jnp.ndarray, kernel: jnp.ndarray, s: int) -> jnp.ndarray:
+  """A SAME ``k×k`` convolution with stride ``s`` as :func:`tap_products`
+  plus ``k·k`` shifted (strided) adds: ``y[o] = Σ_t z[s·o + t − pad, t]``."""
+  k = kernel.shape[0]
+  _, h, w, _ = x.shape
+  (pt, pb), (pl, pr) = _same_pads(h, k, s), _same_pads(w, k, s)
+  z = jnp.pad(tap_products(x, kernel),
+              ((0, 0), (pt, pb), (pl, pr), (0, 0), (0, 0), (0, 0)))
+  ho, wo = math.ceil(h / s), math.ceil(w / s)
+  return sum(z[:, ky:ky + s * (ho - 1) + 1:s, kx:kx + s * (wo - 1) + 1:s, ky, kx, :]
+             for ky in range(k) for kx in range(k))
+
+
+def _output_side_conv_fwd(x, kernel, s):
+  return output_side_conv(x, kernel, s), (x, kernel)
+
+
+def _output_side_conv_bwd(s, res, g):
+  # By hand, as a gather: see _conv_transpose_bwd. Tap t of input pixel i fed
+  # output (i + pad − t) / s: dilate g by s, pad it so that slot i + k − 1 − t
+  # holds that output, and take one slice per tap.
+  x, kernel = res
+  k, _, c, f = kernel.shape
+  b, h, w, _ = x.shape
+  (pt, _), (pl, _) = _same_pads(h, k, s), _same_pads(w, k, s)
+
+  def pads(size, pad_lo, out):
+    lo = k - 1 - pad_lo
+    return lo, size + k - 1 - lo - (s * (out - 1) + 1), s - 1
+
+  zero = jnp.zeros((), g.dtype)
+  g = jax.lax.pad(g, zero, ((0, 0, 0), pads(h, pt, g.shape[1]), pads(w, pl, g.shape[2]),
+                            (0, 0, 0)))
+  dz = jnp.concatenate([g[:, k - 1 - ty:k - 1 - ty + h, k - 1 - tx:k - 1 - tx + w, :]
+                        for ty in range(k) for tx in range(k)], axis=-1)
+  dz = dz.reshape(b * h * w, k * k * f)
+  dx = (dz @ _weight_matrix(kernel, x.dtype).T).reshape(x.shape)
+  return dx, _kernel_grad(x, dz, kernel)
+
+
+output_side_conv.defvjp(_output_side_conv_fwd, _output_side_conv_bwd)
+
+
 class Conv(nn.Module):
-  """``nn.Conv(features, (k, k), strides=(s, s), padding="SAME")`` as a matmul."""
+  """``nn.Conv(features, (k, k), strides=(s, s), padding="SAME")`` as a matmul.
+
+  Input side (im2col, ``k·k·C`` per output pixel) or output side (``k·k·F``
+  per input pixel), whichever moves less: output side when ``F·s² < C``.
+  """
 
   features: int
   kernel_size: int = 3
@@ -59,33 +145,101 @@ class Conv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    k, c = self.kernel_size, x.shape[-1]
-    kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                        (k, k, c, self.features), jnp.float32)
-    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
-    patches = im2col(x, k, self.strides)
-    return patches @ kernel.reshape(k * k * c, self.features).astype(x.dtype) + bias.reshape(1, 1, 1, -1)
+    k, s, c, f = self.kernel_size, self.strides, x.shape[-1], self.features
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, c, f),
+                        jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros_init(), (f,), jnp.float32)
+    if f * s * s < c:
+      y = output_side_conv(x, kernel, s)
+    else:
+      y = im2col(x, k, s) @ kernel.reshape(k * k * c, f).astype(x.dtype)
+    return y + bias.reshape(1, 1, 1, -1).astype(y.dtype)
 
 
-def _subpixel_taps(k: int, s: int) -> tuple[list[int], np.ndarray]:
-  """Input offsets ``d`` and a 0/1 map ``sel[d_idx, phase, tap]`` for one axis.
+def phase_taps(k: int, s: int) -> list[list[tuple[int, int]]]:
+  """For each output phase ``p`` of one axis, the ``(d, t)`` pairs that reach it.
 
   Output ``o = s·q + p`` of a SAME transposed convolution reads input
-  ``q + d`` through tap ``t`` when ``(p + t - pad_lo) = s·d``.
+  ``q + d`` through tap ``t`` when ``p + t − pad_lo = s·d``.
   """
   pad_lo = _transpose_pad_lo(k, s)
-  pairs = [(p, t, (p + t - pad_lo) // s) for p in range(s) for t in range(k)
-           if (p + t - pad_lo) % s == 0]
-  offsets = sorted({d for _, _, d in pairs})
-  sel = np.zeros((len(offsets), s, k), np.float32)
-  for p, t, d in pairs:
-    sel[offsets.index(d), p, t] = 1.0
-  return offsets, sel
+  return [[((p + t - pad_lo) // s, t) for t in range(k) if (p + t - pad_lo) % s == 0]
+          for p in range(s)]
+
+
+def _shifted(x: jnp.ndarray, dy: int, dx: int) -> jnp.ndarray:
+  """``out[:, i, j] = x[:, i + dy, j + dx]``, zero outside ``x``: a slice and a
+  pad, which XLA fuses into the consumer (no padded copy of ``x``)."""
+  h, w = x.shape[1:3]
+  x = x[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)]
+  pads = [(0, 0), (max(-dy, 0), max(dy, 0)), (max(-dx, 0), max(dx, 0))]
+  return jnp.pad(x, pads + [(0, 0)] * (x.ndim - 3))
+
+
+def _overlap_add(z: jnp.ndarray, s: int) -> jnp.ndarray:
+  """``(B, H, W, k, k, F)`` tap products → ``(B, H, s, W, s, F)`` output phases."""
+  b, h, w, k, _, f = z.shape
+  taps = phase_taps(k, s)
+
+  def phase(ty_taps, tx_taps):
+    parts = [_shifted(z[:, :, :, ty, tx, :], dy, dx)
+             for dy, ty in ty_taps for dx, tx in tx_taps]
+    return sum(parts) if parts else jnp.zeros((b, h, w, f), z.dtype)
+
+  return jnp.stack([jnp.stack([phase(ty_taps, tx_taps) for tx_taps in taps], axis=3)
+                    for ty_taps in taps], axis=2)
+
+
+def _gather_taps(dy: jnp.ndarray, k: int) -> jnp.ndarray:
+  """The transpose of :func:`_overlap_add`: ``(B, H, s, W, s, F)`` →
+  ``(B, H, W, k·k·F)``, each tap's slot the output pixel it fed."""
+  b, h, s, w, _, f = dy.shape
+  taps = phase_taps(k, s)
+  where = {t: (p, d) for p, phase in enumerate(taps) for d, t in phase}
+  cols = []
+  for ty in range(k):
+    for tx in range(k):
+      if ty not in where or tx not in where:
+        cols.append(jnp.zeros((b, h, w, f), dy.dtype))
+        continue
+      (py, dy_), (px, dx_) = where[ty], where[tx]
+      cols.append(_shifted(dy[:, :, py, :, px, :], -dy_, -dx_))
+  return jnp.concatenate(cols, axis=-1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_transpose(x: jnp.ndarray, kernel: jnp.ndarray, s: int) -> jnp.ndarray:
+  """SAME transposed convolution of ``(B, H, W, C)`` by ``(k, k, C, F)``:
+  ``(B, H·s, W·s, F)``, on the output side."""
+  b, h, w, _ = x.shape
+  f = kernel.shape[-1]
+  return _overlap_add(tap_products(x, kernel), s).reshape(b, h * s, w * s, f)
+
+
+def _conv_transpose_fwd(x, kernel, s):
+  return conv_transpose(x, kernel, s), (x, kernel)
+
+
+def _conv_transpose_bwd(s, res, g):
+  # Written by hand: autodiff's gradient of the slices is a sum of k·k padded
+  # copies, which XLA on CPU fused into the transposed copy feeding the weight
+  # gradient's matmul (≈40× slower than this gather).
+  x, kernel = res
+  k, _, c, f = kernel.shape
+  b, h, w, _ = x.shape
+  dz = _gather_taps(g.reshape(b, h, s, w, s, f), k).reshape(b * h * w, k * k * f)
+  dx = (dz @ _weight_matrix(kernel, x.dtype).T).reshape(x.shape)
+  return dx, _kernel_grad(x, dz, kernel)
+
+
+conv_transpose.defvjp(_conv_transpose_fwd, _conv_transpose_bwd)
 
 
 class ConvTranspose(nn.Module):
   """``nn.ConvTranspose(features, (k, k), strides=(s, s), padding="SAME")``
-  as a sub-pixel convolution: one matmul gives every output phase."""
+  on the output side: one matmul gives every input pixel's contribution
+  through every tap, and each of the ``s×s`` output phases adds the taps that
+  reach it (then depth-to-space)."""
 
   features: int
   kernel_size: int = 3
@@ -97,16 +251,5 @@ class ConvTranspose(nn.Module):
     kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, c, f),
                         jnp.float32)
     bias = self.param("bias", nn.initializers.zeros_init(), (f,), jnp.float32)
-    offsets, sel = _subpixel_taps(k, s)
-    n = len(offsets)
-    # W[dy, dx, c, py, px, f] = Σ_taps sel[dy, py, ty] sel[dx, px, tx] kernel[ty, tx, c, f]
-    weight = jnp.einsum("ayt,bxu,tucf->abcyxf", sel, sel, kernel)
-    weight = weight.reshape(n * n * c, s * s * f).astype(x.dtype)
-    b, h, w, _ = x.shape
-    lo, hi = max(0, -offsets[0]), max(0, offsets[-1])
-    xp = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
-    cols = [xp[:, lo + dy:lo + dy + h, lo + dx:lo + dx + w, :]
-            for dy in offsets for dx in offsets]
-    y = jnp.concatenate(cols, axis=-1) @ weight  # (B, H, W, s·s·F)
-    y = y.reshape(b, h, w, s, s, f).transpose(0, 1, 3, 2, 4, 5)
-    return y.reshape(b, h * s, w * s, f) + bias.reshape(1, 1, 1, -1)
+    y = conv_transpose(x, kernel, s)
+    return y + bias.reshape(1, 1, 1, -1).astype(y.dtype)

@@ -42,7 +42,7 @@ class VariationalAutoencoder(Autoencoder):
   def posterior(self, x: jnp.ndarray,
                 train: bool = False) -> tuple[jnp.ndarray, jnp.ndarray]:
     """``(B, *feature_shape)`` → mean and log-variance, each ``(B, *code_shape)``."""
-    h = self.encoder(self._flat(x), train)
+    h = self._encoder_output(x, train)
     mean, logvar = jnp.split(h, 2, axis=-1)
     return mean, jnp.clip(logvar, self.logvar_min, self.logvar_max)
 

@@ -124,7 +124,7 @@ class VQAutoencoder(Autoencoder):
 
   def encode_continuous(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     """``(B, *feature_shape)`` → the encoder's code ``(B, *code_shape)``, unquantised."""
-    return self.encoder(self._flat(x), train)
+    return self._encoder_output(x, train)
 
   def forward(self, x: jnp.ndarray, train: bool = False) -> VQOutput:
     """Encodes, quantises (straight-through) and decodes ``x``."""

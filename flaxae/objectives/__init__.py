@@ -23,20 +23,25 @@ Objective = Callable[..., ObjectiveOutput]
 
 
 class Kind(NamedTuple):
-  """An autoencoder kind: its loss and, optionally, its own test figures."""
+  """An autoencoder kind: its loss and, optionally, its own test figures.
+
+  ``batch_statistics``: the loss or the model state depends on statistics of
+  the whole batch (so the batch cannot be split into micro-batches).
+  """
 
   objective: Objective
   eval_figures: Callable[..., dict] | None = None
   summarize: Callable[..., dict[str, float]] | None = None
+  batch_statistics: bool = False
 
 
 KINDS: dict[str, Kind] = {
     "plain": Kind(plain.plain),
-    "sparse": Kind(sparse.sparse, sparse.eval_figures),
+    "sparse": Kind(sparse.sparse, sparse.eval_figures, batch_statistics=True),
     "denoising": Kind(denoising.denoising),
     "contractive": Kind(contractive.contractive, contractive.eval_figures),
     "vae": Kind(vae.vae, vae.eval_figures),
-    "vq": Kind(vq.vq, vq.eval_figures, vq.summarize),
+    "vq": Kind(vq.vq, vq.eval_figures, vq.summarize, batch_statistics=True),
 }
 
 OBJECTIVES: dict[str, Objective] = {name: k.objective for name, k in KINDS.items()}

@@ -99,7 +99,7 @@ def read_config(run_dir: str | Path) -> Config:
 def build(cfg: Config, feature_shape: tuple[int, ...], steps_per_epoch: int,
           mesh: jax.sharding.Mesh):
   """Model, objective, optimizer and a sharded abstract state."""
-  model = build_model(cfg.model, feature_shape)
+  model = build_model(cfg.model, feature_shape, dtype=cfg.train.compute_dtype)
   objective = objectives.get(cfg.model.kind)
   tx = make_optimizer(cfg.train, steps_per_epoch * cfg.train.epochs)
   example = np.zeros((1, *feature_shape), np.float32)
@@ -114,6 +114,33 @@ def build(cfg: Config, feature_shape: tuple[int, ...], steps_per_epoch: int,
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
       jax.eval_shape(init))
   return model, objective, tx, init, abstract
+
+
+class _EpochProfiler:
+  """A ``jax.profiler`` trace of one epoch: the second (the first compiles), or
+  the first when the run has only one."""
+
+  def __init__(self, folder: Path, schedule: Schedule):
+    spe = schedule.steps_per_epoch
+    self.folder = folder
+    self.start = spe if schedule.total_steps >= 2 * spe else 0
+    self.end = self.start + spe
+    self.state = "waiting"
+
+  def before(self, step: int) -> None:
+    if self.state == "waiting" and self.start <= step < self.end:
+      jax.profiler.start_trace(str(self.folder))
+      self.state = "tracing"
+
+  def after(self, step: int, state: Any) -> None:
+    if self.state == "tracing" and step >= self.end:
+      jax.block_until_ready(state)
+      self.close()
+
+  def close(self) -> None:
+    if self.state == "tracing":
+      jax.profiler.stop_trace()
+      self.state = "done"
 
 
 class _StopRequest:
@@ -199,7 +226,7 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
 
   # --- Compiled step and the data on the devices ---------------------------
   step_fn = functools.partial(train_step, model=model, objective=objective, tx=tx,
-                              cfg=cfg.model)
+                              cfg=cfg.model, micro_batch_size=cfg.train.micro_batch_size)
   state_sharding = jax.tree.map(lambda x: x.sharding, abstract)
   chunk = parallel.make_train_chunk(
       step_fn, mesh, cfg.train.strategy, batch_size=batch_size,
@@ -241,13 +268,19 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
   epoch_steps, epoch_start = 0, time.perf_counter()
   limit = schedule.total_steps if stop_after_steps is None else min(
       stop_after_steps, schedule.total_steps)
+  profiler = _EpochProfiler(run_dir / "profile", schedule) if (
+      cfg.profile and main_process) else None
   try:
     with _StopRequest() as stop:
       while step < limit and stop.signum is None:
         end = min(schedule.next_stop(step), limit)
         if feeder is not None:  # Read the next chunk while this one trains.
           feeder.prefetch(end, min(schedule.next_stop(end), limit) - end)
+        if profiler is not None:
+          profiler.before(step)
         state, metrics = run_chunk(state, step, end - step)
+        if profiler is not None:
+          profiler.after(end, state)
         metrics = jax.device_get(metrics)
         n = end - step
         for k, v in metrics.items():  # Per seed: (S,) arrays, or scalars.
@@ -286,6 +319,8 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
         if schedule.is_checkpoint(step) or step == limit or stop.signum is not None:
           ckpt.save(step, state, _meta(cfg, step, schedule))
   finally:
+    if profiler is not None:
+      profiler.close()
     bar.close()
     ckpt.close()
     if feeder is not None:

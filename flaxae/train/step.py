@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -12,19 +13,63 @@ from jax import lax
 
 from flaxae import losses, objectives
 from flaxae.config import ModelConfig
+from flaxae.errors import ConfigError
 from flaxae.objectives import BatchInfo, Objective
 from flaxae.objectives.base import CORRUPTION_TAG
 from flaxae.train.state import TrainState
 
+AUTO_MICRO_BATCH = 16  # Micro-batch of conv models' automatic choice (see micro_batches).
 
-def _all_finite(tree: Any) -> jnp.ndarray:
+
+def global_norm(tree: Any) -> jnp.ndarray:
+  """``sqrt(Σ x²)`` over every leaf, as dot products.
+
+  A dot product runs on the matmul kernels; ``optax.tree.norm``'s reductions
+  (and an ``isfinite`` reduction per leaf) run as sequential loops on XLA's
+  CPU backend, a measurable share of a small model's step. The norm also
+  serves as the finite check of the whole tree: it is NaN or Inf exactly when
+  some leaf is (or when the squares overflow float32, ~1e19 per element, a
+  gradient no step should take either).
+  """
   leaves = jax.tree.leaves(tree)
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+  return jnp.sqrt(sum(jnp.vdot(x.ravel(), x.ravel()) for x in leaves))
+
+
+def micro_batches(batch_size: int, micro_batch_size: int, cfg: ModelConfig) -> int:
+  """How many micro-batches a step splits its batch of ``batch_size`` into.
+
+  ``micro_batch_size`` 0 is automatic: on CPU, conv models of per-example
+  objectives run batches above :data:`AUTO_MICRO_BATCH` as micro-batches of
+  that size when it divides the batch, so that a micro-batch's activations
+  stay in the core's cache (the conv AE at batch 256 on 2 CPU cores: 1.1×
+  faster than micro-batches of 64, 1.3× faster than none); every other model
+  runs the whole batch at once, and so does every model on an accelerator
+  (whose memory hierarchy wants the whole batch). Negative: never split.
+  Positive: that size, which must divide the batch (1 micro-batch when it is
+  the whole batch).
+  """
+  if micro_batch_size < 0:
+    return 1
+  if micro_batch_size == 0:
+    auto = (jax.default_backend() == "cpu" and cfg.arch == "conv"
+            and not objectives.kind(cfg.kind).batch_statistics
+            and batch_size > AUTO_MICRO_BATCH and batch_size % AUTO_MICRO_BATCH == 0)
+    return batch_size // AUTO_MICRO_BATCH if auto else 1
+  if batch_size % micro_batch_size:
+    raise ConfigError(
+        f"train.micro_batch_size={micro_batch_size} does not divide the per-device "
+        f"batch of {batch_size}")
+  if micro_batch_size < batch_size and objectives.kind(cfg.kind).batch_statistics:
+    raise ConfigError(
+        f"model.kind={cfg.kind} takes statistics of the whole batch; it cannot be "
+        "split into micro-batches (set train.micro_batch_size=-1)")
+  return batch_size // micro_batch_size
 
 
 def train_step(state: TrainState, batch: jnp.ndarray, *, model, objective: Objective,
                tx: optax.GradientTransformation, cfg: ModelConfig,
-               axis_name: str | None = None) -> tuple[TrainState, dict[str, jnp.ndarray]]:
+               axis_name: str | None = None,
+               micro_batch_size: int = 0) -> tuple[TrainState, dict[str, jnp.ndarray]]:
   """One optimisation step on ``batch``: ``(state, batch) -> (state, metrics)``.
 
   The step's key is ``fold_in(state.key, state.step)``, so a resumed run draws
@@ -38,6 +83,12 @@ def train_step(state: TrainState, batch: jnp.ndarray, *, model, objective: Objec
 
   A non-finite loss or gradient leaves parameters, model state and optimizer
   state unchanged; the step is counted in ``skipped`` and ``bad_streak``.
+
+  With ``micro_batch_size`` (see :func:`micro_batches`) the batch is cut into
+  equal micro-batches run one after another (``lax.scan``), their gradients
+  and metrics averaged: the same step as on the whole batch (each example
+  keeps its position in the global batch, hence its randomness), with a
+  working set that fits in cache.
   """
   key = jax.random.fold_in(state.key, state.step)
   if axis_name is None:
@@ -45,9 +96,9 @@ def train_step(state: TrainState, batch: jnp.ndarray, *, model, objective: Objec
   else:
     info = BatchInfo.shard(batch.shape[0], state.step, axis_name)
 
-  def loss_fn(params):
+  def loss_fn(params, batch, index):
     out = objective(model, {"params": params, **state.model_state}, batch, key, cfg,
-                    info=info)
+                    info=dataclasses.replace(info, index=index))
     loss = out.loss
     if cfg.l1_weight_penalty:
       penalty = cfg.l1_weight_penalty * objectives.l1_weight_penalty(params)
@@ -55,7 +106,22 @@ def train_step(state: TrainState, batch: jnp.ndarray, *, model, objective: Objec
       out = out._replace(metrics={**out.metrics, "weight_l1": penalty})
     return loss, out
 
-  grads, out = jax.grad(loss_fn, has_aux=True)(state.params)
+  grad_fn = jax.grad(loss_fn, has_aux=True)
+  n = micro_batches(batch.shape[0], micro_batch_size, cfg)
+  if n == 1:
+    grads, out = grad_fn(state.params, batch, info.index)
+  else:
+    # Micro-batch j holds examples j, j + n, j + 2n, ...: under jit on a
+    # sharded batch, every micro-batch is spread over all the devices.
+    micro = jax.tree.map(
+        lambda x: x.reshape(x.shape[0] // n, n, *x.shape[1:]).swapaxes(0, 1),
+        (batch, info.index))
+    accumulate = lambda total, m: (jax.tree.map(jnp.add, total, grad_fn(state.params, *m)),
+                                   None)
+    first = jax.tree.map(lambda x: x[0], micro)
+    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, state.params, *first))
+    total, _ = lax.scan(accumulate, zeros, micro)
+    grads, out = jax.tree.map(lambda x: x / n, total)
   loss, metrics, model_state = out.loss, out.metrics, out.model_state
   if axis_name is not None:
     grads, loss, metrics, model_state = lax.pmean(
@@ -64,7 +130,8 @@ def train_step(state: TrainState, batch: jnp.ndarray, *, model, objective: Objec
   params = optax.apply_updates(state.params, updates)
   model_state = {**state.model_state, **model_state}
 
-  finite = _all_finite((loss, grads))
+  grad_norm = global_norm(grads)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
   bad = (~finite).astype(jnp.int32)
   new_state = state.replace(
@@ -76,7 +143,7 @@ def train_step(state: TrainState, batch: jnp.ndarray, *, model, objective: Objec
       bad_streak=(state.bad_streak + 1) * bad,
   )
   metrics = {**metrics, "skipped": bad.astype(jnp.float32),
-             "grad_norm": optax.tree.norm(grads)}
+             "grad_norm": grad_norm}
   return new_state, metrics
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flaxae import CheckpointConfig, Config, DataConfig, ModelConfig, TrainConfig
-from flaxae.api import Run, load, train
+from flaxae.api import Run, fit, load
 from flaxae.data import Dataset, load_dataset
 
 TINY = Config(data=DataConfig(name="digits"), model=ModelConfig(widths=(32, 8)),
@@ -23,5 +23,5 @@ def digits_run(tmp_path_factory) -> Run:
   run_dir = tmp_path_factory.mktemp("apps") / "digits"
   cfg = Config(data=TINY.data, model=TINY.model, train=TINY.train,
                checkpoint=CheckpointConfig(every_steps=10**9), run_dir=str(run_dir))
-  train(cfg, progress=False)
+  fit(cfg, progress=False)
   return load(run_dir)

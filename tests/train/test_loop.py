@@ -1,5 +1,6 @@
 """The loop end to end: learns, writes its run directory, resumes bit-identically."""
 
+import dataclasses
 import json
 
 import jax
@@ -114,3 +115,10 @@ def test_schedule_stops():
     step = s.next_stop(step)
     stops.append(step)
   assert stops == [4, 8, 10, 14, 18, 20]
+
+
+def test_profile_saves_a_trace_of_one_epoch(tmp_path):
+  cfg = dataclasses.replace(_cfg(tmp_path / "run", epochs=2), profile=True)
+  train_and_evaluate(cfg, progress=False)
+  traces = list((tmp_path / "run" / "profile").rglob("*.xplane.pb"))
+  assert len(traces) == 1 and traces[0].stat().st_size > 1000

@@ -1,5 +1,6 @@
 """The pure train step: learns, skips non-finite steps, never retraces."""
 
+import dataclasses
 import functools
 
 import chex
@@ -7,12 +8,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from flaxae import objectives
 from flaxae.config import ModelConfig
+from flaxae.errors import ConfigError
 from flaxae.models import build_model
 from flaxae.train.state import create_state
-from flaxae.train.step import eval_step, train_step
+from flaxae.train.step import AUTO_MICRO_BATCH, eval_step, micro_batches, train_step
+from tests.train.helpers import rel_diff
 
 CFG = ModelConfig(widths=(16, 4))
 X = jax.random.uniform(jax.random.key(0), (32, 8, 8, 1))
@@ -89,3 +93,43 @@ def test_eval_step_per_example():
                   objective=objectives.get("plain"), cfg=CFG, rng=jax.random.key(0))
   for v in out.values():
     chex.assert_shape(v, (32,))
+
+
+@pytest.mark.parametrize("model_cfg,shape", [
+    # Dropout and input noise: each example's randomness follows its position.
+    (ModelConfig(arch="conv", channels=(4, 8), latent_dim=0, dropout=0.2,
+                 input_noise=0.1), (8, 8, 1)),
+    (ModelConfig(arch="conv", channels=(4, 8), latent_dim=6, kind="vae"), (8, 8, 1)),
+    (ModelConfig(widths=(16, 4), l1_weight_penalty=1e-3), (8, 8, 1)),
+])
+def test_micro_batches_make_the_same_step(model_cfg, shape):
+  model = build_model(model_cfg, shape)
+  tx = optax.adam(1e-2)
+  state = create_state(model, tx, X[:1], seed=0)
+  step = lambda micro: jax.jit(functools.partial(
+      train_step, model=model, objective=objectives.get(model_cfg.kind), tx=tx,
+      cfg=model_cfg, micro_batch_size=micro))
+  whole, split = step(-1), step(8)
+  a, b = state, state
+  for _ in range(3):
+    a, metrics_a = whole(a, X)
+    b, metrics_b = split(b, X)
+  assert rel_diff(b.params, a.params) <= 1e-5
+  assert rel_diff(b.opt_state, a.opt_state) <= 1e-5
+  assert rel_diff(metrics_b, metrics_a) <= 1e-5
+
+
+def test_micro_batch_choice():
+  conv = ModelConfig(arch="conv", latent_dim=0)
+  auto = AUTO_MICRO_BATCH
+  assert micro_batches(16 * auto, 0, conv) == 16  # Automatic for conv models.
+  assert micro_batches(16 * auto + 2, 0, conv) == 1  # It must divide the batch.
+  assert micro_batches(auto, 0, conv) == 1
+  assert micro_batches(16 * auto, 0, CFG) == 1  # Dense: the whole batch.
+  assert micro_batches(16 * auto, 0, dataclasses.replace(conv, kind="vq")) == 1
+  assert micro_batches(256, -1, conv) == 1
+  assert micro_batches(256, 32, CFG) == 8
+  with pytest.raises(ConfigError, match="does not divide the per-device batch of 100"):
+    micro_batches(100, 32, CFG)
+  with pytest.raises(ConfigError, match="statistics of the whole batch"):
+    micro_batches(64, 32, dataclasses.replace(CFG, kind="sparse"))

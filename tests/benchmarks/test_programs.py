@@ -1,0 +1,27 @@
+"""Smoke tests of the other benchmark programs: each runs a few steps at a tiny size."""
+
+import json
+
+from benchmarks import seeds, streaming
+
+
+def test_seeds_program(tmp_path, capsys):
+  out = tmp_path / "seeds.json"
+  result = seeds.main(["--seeds=2", "--batch=8", "--steps=2", "--reps=1", f"--out={out}"])
+  saved = json.loads(out.read_text())
+  assert set(saved["rows"]) == {"sequential", "vmapped"}
+  for row in saved["rows"].values():
+    assert row["samples_per_s_min"] <= row["samples_per_s_median"] <= row["samples_per_s_max"]
+    assert row["compile_s"] > 0
+  assert saved["ratio"] == result["ratio"] > 0
+  assert "vmapped / sequential" in capsys.readouterr().out
+
+
+def test_streaming_program(tmp_path, capsys):
+  out = tmp_path / "streaming.json"
+  result = streaming.main(["--examples=1024", "--epochs=2", "--rounds=1", "--batch=64",
+                           f"--out={out}"])
+  assert set(result["rows"]) == {"resident", "stream"}
+  assert all(row["epochs"] == 1 for row in result["rows"].values())  # First one dropped.
+  assert json.loads(out.read_text())["ratio"] == result["ratio"] > 0
+  assert "stream / resident" in capsys.readouterr().out
