@@ -1,33 +1,21 @@
 """flaxae's training and inference throughput, through the library's real path.
 
-Training runs :func:`flaxae.train.parallel.make_train_chunk` around the pure
-:func:`flaxae.train.step.train_step`, exactly as ``train_and_evaluate`` does:
-the data resident on the devices, one repetition = one epoch fused with
-``lax.scan`` into one compiled call, the state donated. The first call
-(tracing + compilation + one epoch) is timed apart from the repetitions.
-
+The measurement itself is the library's (:mod:`flaxae.benchmark`, which
+``flaxae bench`` runs with a user's config); this module fixes the issue's two
+models and runs one of them as a benchmark process:
 ``python -m benchmarks.flaxae_bench --model dense --batch-size 256`` prints one
-JSON line; ``flaxae bench`` runs :func:`run` with the user's config.
+JSON line for :mod:`benchmarks.throughput`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import time
-from typing import Any
-
-import flax
-import jax
-import numpy as np
-import optax
 
 from benchmarks import common
-from flaxae import config as config_lib
+from flaxae.benchmark import model_macs, run, tiled, user_benchmark
 from flaxae.config import Config, ModelConfig, TrainConfig
-from flaxae.train import parallel
-from flaxae.train.loop import build
-from flaxae.train.step import train_step
+
+__all__ = ["benchmark_config", "model_macs", "run", "tiled", "user_benchmark"]
 
 
 def benchmark_config(model: str, batch_size: int, num_devices: int = 1) -> Config:
@@ -40,161 +28,6 @@ def benchmark_config(model: str, batch_size: int, num_devices: int = 1) -> Confi
   return Config(model=mcfg, train=TrainConfig(
       batch_size=batch_size, optimizer="adam", learning_rate=common.LEARNING_RATE,
       schedule="constant", num_devices=num_devices, epochs=1))
-
-
-def model_macs(cfg: ModelConfig, feature_shape: tuple[int, ...]) -> int:
-  """MACs of one example through the model ``cfg`` describes."""
-  from flaxae.models import encoder_widths  # pylint: disable=import-outside-toplevel
-  if cfg.arch == "dense":
-    n = int(np.prod(feature_shape))
-    return common.dense_macs(n, encoder_widths(tuple(cfg.widths), n))
-  return common.conv_macs(feature_shape, cfg.channels, cfg.kernel_size, cfg.latent_dim)
-
-
-def _device_memory() -> dict[str, Any] | None:
-  stats = jax.local_devices()[0].memory_stats()
-  if not stats:
-    return None
-  keys = ("peak_bytes_in_use", "bytes_in_use", "bytes_limit")
-  return {k: int(stats[k]) for k in keys if k in stats}
-
-
-def run(cfg: Config, data: np.ndarray, *, reps: int = 5,
-        inference: bool = True) -> dict[str, Any]:
-  """Times training (and inference) of ``cfg``'s model on ``data``.
-
-  Args:
-    cfg: The run's config; ``train.batch_size``, ``train.num_devices`` and
-      ``train.strategy`` are used as they are.
-    data: ``(N, *feature_shape)`` float32 examples; one repetition is one epoch
-      of ``N // batch_size`` steps over them.
-    reps: Timed repetitions after the first (compiling) call.
-    inference: Also time encode + decode over the same batches.
-
-  Returns:
-    A JSON-ready record: ``train`` and ``infer`` timings (see
-    :func:`benchmarks.common.summarize`), ``first_call_s`` and ``compile_s``
-    (first call less a steady epoch), the last loss, peak memory and FLOPs.
-  """
-  cfg = config_lib.validate(cfg)
-  bs, feature_shape = cfg.train.batch_size, tuple(data.shape[1:])
-  mesh = parallel.make_mesh(cfg.train.num_devices)
-  steps = len(data) // bs
-  num_examples = steps * bs
-  data = data[:num_examples]
-  model, objective, tx, init, abstract = build(cfg, feature_shape, steps, mesh)
-  state_sharding = jax.tree.map(lambda x: x.sharding, abstract)
-  step_fn = functools.partial(train_step, model=model, objective=objective, tx=tx,
-                              cfg=cfg.model, micro_batch_size=cfg.train.micro_batch_size)
-  chunk = parallel.make_train_chunk(step_fn, mesh, cfg.train.strategy, batch_size=bs,
-                                    num_examples=num_examples,
-                                    state_sharding=state_sharding)
-  on_device = jax.device_put(data, parallel.replicated(mesh))
-  state = jax.jit(init, out_shardings=state_sharding)()
-  jax.block_until_ready((state, on_device))
-
-  # --- Training: the first call compiles, then `reps` steady epochs ---------
-  t0 = time.perf_counter()
-  state, metrics = chunk(state, on_device, steps)
-  jax.block_until_ready(state)
-  first = time.perf_counter() - t0
-  times = []
-  for _ in range(reps):
-    t0 = time.perf_counter()
-    state, metrics = chunk(state, on_device, steps)
-    jax.block_until_ready(state)
-    times.append(time.perf_counter() - t0)
-  train = common.summarize(times, num_examples)
-  record: dict[str, Any] = {
-      "impl": "flaxae", "arch": cfg.model.arch, "batch_size": bs,
-      "devices": int(mesh.devices.size), "platform": jax.default_backend(),
-      "strategy": cfg.train.strategy, "steps_per_rep": steps,
-      "samples_per_rep": num_examples, "train": train, "first_call_s": first,
-      "compile_s": max(first - train["median_s"], 0.0),
-      "loss": float(metrics["loss"]),
-      "macs_per_sample": model_macs(cfg.model, feature_shape),
-      "versions": {"jax": jax.__version__, "flax": flax.__version__,
-                   "optax": optax.__version__},
-  }
-
-  # --- Inference: encode + decode of the same batches, on the devices --------
-  if inference:
-    variables = {"params": state.params, **state.model_state}
-    apply = jax.jit(model.apply,
-                    in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
-                    out_shardings=parallel.batch_sharded(mesh))
-    batches = [jax.device_put(data[i * bs:(i + 1) * bs], parallel.batch_sharded(mesh))
-               for i in range(steps)]
-    t0 = time.perf_counter()
-    jax.block_until_ready(apply(variables, batches[0]))
-    record["infer_first_call_s"] = time.perf_counter() - t0
-    times = []
-    for _ in range(reps):
-      t0 = time.perf_counter()
-      out = [apply(variables, b) for b in batches]
-      jax.block_until_ready(out)
-      times.append(time.perf_counter() - t0)
-      del out
-    record["infer"] = common.summarize(times, num_examples)
-  record["peak_rss_mb"] = common.peak_rss_mb()
-  record["device_memory"] = _device_memory()
-  return record
-
-
-def tiled(x: np.ndarray, num: int) -> np.ndarray:
-  """The first ``num`` examples of ``x`` repeated as often as needed."""
-  reps = -(-num // len(x))
-  return np.concatenate([x] * reps)[:num] if reps > 1 else x[:num]
-
-
-def user_benchmark(cfg: Config, *, batch_sizes: tuple[int, ...] = (), samples: int = 16384,
-                   reps: int = 5, inference: bool = True, roofline: bool = True,
-                   json_out: str = "") -> list[dict[str, Any]]:
-  """``flaxae bench``: times ``cfg``'s model on its data at each batch size.
-
-  The training set of ``cfg.data`` is repeated or cut to about ``samples``
-  examples per repetition. Prints a markdown table (with the share of a
-  measured float32 matmul peak) and optionally writes the records as JSON.
-  """
-  from flaxae import io  # pylint: disable=import-outside-toplevel
-  from flaxae.data import load_dataset  # pylint: disable=import-outside-toplevel
-  cfg = config_lib.validate(cfg)
-  train_x = load_dataset(cfg.data).train_x
-  peak = None
-  if roofline:
-    from benchmarks import roofline as roofline_lib  # pylint: disable=import-outside-toplevel
-    peak = roofline_lib.measure(repeats=5)
-  records = []
-  for bs in batch_sizes or (cfg.train.batch_size,):
-    run_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=bs))
-    steps = common.steps_per_rep(bs, samples)
-    rec = run(run_cfg, tiled(train_x, steps * bs), reps=reps, inference=inference)
-    rec["train_gflops"] = (rec["train"]["samples_per_s"] *
-                           common.train_flops_per_sample(rec["macs_per_sample"]) / 1e9)
-    if peak:
-      rec["roofline_pct"] = 100 * rec["train_gflops"] / peak["peak_gflops"]
-    records.append(rec)
-  print(f"{cfg.model.arch} AE, {cfg.model.kind}, {cfg.model.loss} loss, "
-        f"{cfg.train.optimizer}, data {cfg.data.name} {tuple(train_x.shape[1:])}, "
-        f"{records[0]['platform']}; {reps} repetitions of ~{samples} examples")
-  print("| batch | dev | train samples/s (median) | min–max | GFLOP/s | % peak | "
-        "compile s | infer samples/s | peak RSS MiB |")
-  print("|---|---|---|---|---|---|---|---|---|")
-  for r in records:
-    t = r["train"]
-    infer = f"{r['infer']['samples_per_s']:,.0f}" if "infer" in r else "–"
-    pct = f"{r['roofline_pct']:.0f}" if "roofline_pct" in r else "–"
-    print(f"| {r['batch_size']} | {r['devices']} | {t['samples_per_s']:,.0f} | "
-          f"{t['samples_per_s_min']:,.0f}–{t['samples_per_s_max']:,.0f} | "
-          f"{r['train_gflops']:.1f} | {pct} | {r['compile_s']:.2f} | {infer} | "
-          f"{r['peak_rss_mb']:.0f} |")
-  if peak:
-    print(f"peak: {peak['n']}² float32 matmul, NumPy {peak['numpy_gflops']:.0f} / "
-          f"JAX {peak['jax_gflops']:.0f} GFLOP/s")
-  if json_out:
-    io.write_json(json_out, {"config": config_lib.to_dict(cfg), "peak": peak,
-                             "results": records})
-  return records
 
 
 def main(argv=None) -> None:

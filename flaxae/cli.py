@@ -118,9 +118,9 @@ def bench(cfg: Annotated[Config, tyro.conf.arg(name="")], batch_sizes: tuple[int
           samples: int = 16384, reps: int = 5, json_out: str = "") -> None:
   """Measure your model's training and inference throughput on this machine.
 
-  Trains on the configured data through the fused-epoch path (a source
-  checkout's ``benchmarks/flaxae_bench.py``); compile time apart, the median
-  of ``reps`` epochs of about ``samples`` examples, and % of a matmul peak.
+  Trains on the configured data through the fused-epoch path
+  (:mod:`flaxae.benchmark`); compile time apart, the median of ``reps``
+  epochs of about ``samples`` examples, and % of a measured matmul peak.
 
   Args:
     cfg: The model, data and training settings to measure.
@@ -129,19 +129,8 @@ def bench(cfg: Annotated[Config, tyro.conf.arg(name="")], batch_sizes: tuple[int
     reps: Timed epochs after the compiling one.
     json_out: Also write the records to this JSON file.
   """
-  # pylint: disable=import-outside-toplevel
-  import importlib
-  from pathlib import Path
-  root = str(Path(__file__).resolve().parents[1])
-  if (Path(root) / "benchmarks" / "flaxae_bench.py").exists() and root not in sys.path:
-    sys.path.append(root)
-  try:
-    flaxae_bench = importlib.import_module("benchmarks.flaxae_bench")
-  except ImportError as e:
-    raise FlaxaeError("flaxae bench needs the benchmarks/ folder of a flaxae source "
-                      f"checkout (pip install -e .); {e}") from e
-  flaxae_bench.user_benchmark(cfg, batch_sizes=batch_sizes, samples=samples, reps=reps,
-                              json_out=json_out)
+  from flaxae.benchmark import user_benchmark  # pylint: disable=import-outside-toplevel
+  user_benchmark(cfg, batch_sizes=batch_sizes, samples=samples, reps=reps, json_out=json_out)
 
 
 COMMANDS["bench"] = bench

@@ -2,6 +2,8 @@
 
 import importlib
 import pkgutil
+import subprocess
+import sys
 import types
 
 import flaxae
@@ -17,3 +19,14 @@ def test_fit_is_not_shadowed_by_the_train_subpackage():
   for name in flaxae.__all__:
     assert getattr(flaxae, name) is getattr(importlib.import_module("flaxae.api"), name,
                                             getattr(flaxae, name)), name
+
+
+def test_public_names_and_light_modules_load_lazily():
+  # The benchmark peers (PyTorch, Keras) import flaxae.timing: it must not load JAX.
+  code = ("import sys, flaxae.timing; assert 'jax' not in sys.modules, 'jax loaded'; "
+          "from flaxae import Config, fit; assert 'jax' in sys.modules; print(fit.__name__)")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       check=True, timeout=120)
+  assert out.stdout.strip() == "fit"
+  assert sorted(dir(flaxae)) == sorted(set(dir(flaxae)))  # __dir__ lists every name.
+  assert set(flaxae.__all__) <= set(dir(flaxae))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 
 from flaxae.config import DataConfig
@@ -46,17 +47,43 @@ class MappedSet:
     shape = tuple(self.array.shape[1:])
     return shape + (1,) if len(shape) == 2 else shape
 
-  def rows(self, positions: np.ndarray) -> np.ndarray:
-    """Examples at ``positions`` (into this set), float32 ``(n, *feature_shape)``."""
+  def _read(self, positions: np.ndarray) -> np.ndarray:
     flat = np.asarray(positions).reshape(-1)
     rows = self.indices[flat]
     order = np.argsort(rows, kind="stable")  # Read the file front to back.
     x = np.empty((len(rows), *self.array.shape[1:]), self.array.dtype)
     x[order] = self.array[rows[order]]
-    x = normalize(x, "a streamed batch")
+    return x
+
+  def rows(self, positions: np.ndarray) -> np.ndarray:
+    """Examples at ``positions`` (into this set), float32 ``(n, *feature_shape)``."""
+    x = normalize(self._read(positions), "a streamed batch")
     if self.binarize:
       x = (x >= 0.5).astype(np.float32)
     return x.reshape(*np.shape(positions), *self.feature_shape)
+
+  def transfer_rows(self, positions: np.ndarray) -> np.ndarray:
+    """The rows at ``positions`` as they go to the devices: uint8 bytes as
+    stored (four times less to copy than float32; :meth:`on_device` turns
+    them into the examples), anything else as :meth:`rows`."""
+    if self.array.dtype != np.uint8:
+      return self.rows(positions)
+    return self._read(positions).reshape(*np.shape(positions), *self.feature_shape)
+
+  def on_device(self, x: jnp.ndarray) -> jnp.ndarray:
+    """Float32 examples from a batch of :meth:`transfer_rows`, bit for bit as
+    :meth:`rows` computes them: each byte looks up the value the host's
+    normalisation gives it (an on-device division by 255 may be compiled as a
+    multiplication by 1/255, which rounds differently)."""
+    if x.dtype != jnp.uint8:
+      return x
+    table = self.rows_of_bytes()
+    return jnp.asarray(table)[x.astype(jnp.int32)]
+
+  def rows_of_bytes(self) -> np.ndarray:
+    """The float32 example value of each byte 0…255, as :meth:`rows` makes it."""
+    table = normalize(np.arange(256, dtype=np.uint8).reshape(1, 256), "bytes")[0]
+    return (table >= 0.5).astype(np.float32) if self.binarize else table
 
 
 def open_mapped(cfg: DataConfig, seed: int | None = None) -> tuple[MappedSet, np.ndarray]:
@@ -128,20 +155,29 @@ class Feeder:
       self._orders = {epoch: np.asarray(self.order_fn(epoch))}
     return self._orders[epoch]
 
-  def _build(self, step: int, length: int):
-    import jax  # pylint: disable=import-outside-toplevel
+  def _positions(self, step: int, length: int) -> np.ndarray:
     epoch, start = divmod(step, self.steps_per_epoch)
     b = self.batch_size
-    positions = self._order(epoch)[start * b:(start + length) * b].reshape(length, b)
-    shape = (length, b, *self.data.feature_shape)
+    return self._order(epoch)[start * b:(start + length) * b].reshape(length, b)
+
+  def _build(self, positions: np.ndarray):
+    import jax  # pylint: disable=import-outside-toplevel
+    shape = (*positions.shape, *self.data.feature_shape)
     # Each process reads only the rows of its own devices' shards.
     return jax.make_array_from_callback(
-        shape, self.sharding, lambda index: self.data.rows(positions[index[:2]]))
+        shape, self.sharding, lambda index: self.data.transfer_rows(positions[index[:2]]))
 
   def prefetch(self, step: int, length: int) -> None:
-    """Starts reading the chunk of ``length`` steps from ``step``."""
+    """Starts reading the chunk of ``length`` steps from ``step``.
+
+    The epoch's order is drawn here, in the calling thread, before the loop
+    dispatches the chunk that trains meanwhile: drawn from the reading thread,
+    the permutation (a computation on the device) would queue behind that
+    whole chunk, and the reading could not overlap the training at all.
+    """
     if (step, length) not in self._pending and length > 0:
-      self._pending[(step, length)] = self._pool.submit(self._build, step, length)
+      self._pending[(step, length)] = self._pool.submit(
+          self._build, self._positions(step, length))
 
   def get(self, step: int, length: int):
     """The chunk's batches (waits for the prefetch, or reads them now)."""

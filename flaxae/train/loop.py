@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +35,9 @@ from flaxae.train.logger import MetricsLogger
 from flaxae.train.optimizer import make_optimizer
 from flaxae.train.state import TrainState, create_state
 from flaxae.train.step import eval_step, summarize_eval, train_step
+
+if TYPE_CHECKING:
+  from flaxae.api import Run
 
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
@@ -249,7 +252,8 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
   history = logger.truncate(step)
   if cfg.data.stream:
     stream_chunk = parallel.make_stream_chunk(
-        step_fn, mesh, cfg.train.strategy, state_sharding=state_sharding)
+        step_fn, mesh, cfg.train.strategy, state_sharding=state_sharding,
+        prepare=train_set.on_device)
     run_key = jax.device_get(state.rng)
     feeder = stream.Feeder(
         train_set, lambda epoch: parallel.epoch_order(run_key, epoch, num_train),

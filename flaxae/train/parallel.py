@@ -146,14 +146,17 @@ def chunk_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def make_stream_chunk(step_fn: Callable, mesh: Mesh, strategy: str, *,
-                      state_sharding) -> Callable:
+                      state_sharding, prepare: Callable | None = None) -> Callable:
   """A jitted ``chunk(state, batches) -> (state, metrics)`` over host-read
   batches ``(L, B, ...)``: the streaming twin of :func:`make_train_chunk`,
-  running the same step on the same batches."""
+  running the same step on the same batches. ``prepare`` turns each batch as
+  it was sent (say uint8 bytes, a quarter of float32's traffic) into the
+  float32 examples, on the device."""
   step = per_device_step(step_fn, mesh, strategy)
+  prepare = prepare or (lambda x: x)
 
   def chunk(state, batches):
-    state, metrics = lax.scan(step, state, batches)
+    state, metrics = lax.scan(lambda s, x: step(s, prepare(x)), state, batches)
     return state, jax.tree.map(jnp.mean, metrics)
 
   return jax.jit(chunk, donate_argnums=0,

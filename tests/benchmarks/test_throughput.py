@@ -161,3 +161,17 @@ def test_cli_bench(tmp_path, capsys):
   assert status == 0
   assert f"| 16 | {jax.device_count()} |" in capsys.readouterr().out
   assert [r["batch_size"] for r in json.loads(out.read_text())["results"]] == [16]
+
+
+def test_cli_bench_needs_no_source_checkout(tmp_path):
+  # Run where ``benchmarks/`` cannot be imported: the measurement is the library's.
+  code = ("import sys; from flaxae import cli; "
+          "s = cli.main(['bench', '--model.widths=8,4', '--batch_sizes=8', '--samples=16', "
+          "'--reps=1']); assert s == 0, s; "
+          "assert not [m for m in sys.modules if m.startswith('benchmarks')]")
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+      p for p in sys.path if p and Path(p).resolve() != ROOT)}
+  out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "| 8 |" in out.stdout

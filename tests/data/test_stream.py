@@ -3,7 +3,6 @@ and trains on a file larger than the memory the process may use."""
 
 import dataclasses
 import os
-import resource
 import subprocess
 import sys
 import textwrap
@@ -100,3 +99,15 @@ def test_trains_on_data_larger_than_its_memory_limit(tmp_path):
   assert "steps 60" in out.stdout
   # The same data in memory would not fit under that cap.
   assert n * 28 * 28 * 4 > 900 * 2**20
+
+
+@pytest.mark.parametrize("dtype,binarize", [(np.uint8, False), (np.uint8, True),
+                                            (np.float32, False)])
+def test_bytes_sent_to_the_device_make_the_same_examples(dtype, binarize):
+  raw = np.random.default_rng(0).integers(0, 256, (50, 4, 4), np.uint8)
+  array = raw if dtype == np.uint8 else raw.astype(np.float32) / 255
+  data = stream.MappedSet(array, np.arange(10, 50), binarize)
+  positions = np.array([[3, 0, 39], [7, 7, 12]])
+  sent = data.transfer_rows(positions)
+  assert sent.dtype == dtype and sent.shape == (2, 3, 4, 4, 1)
+  np.testing.assert_array_equal(jax.jit(data.on_device)(sent), data.rows(positions))

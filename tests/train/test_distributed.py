@@ -8,10 +8,6 @@ import subprocess
 import sys
 import time
 
-import jax
-import numpy as np
-import pytest
-
 import flaxae
 from flaxae.config import CheckpointConfig, Config, DataConfig, ModelConfig, TrainConfig
 from flaxae.train.loop import train_and_evaluate

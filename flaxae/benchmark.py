@@ -1,0 +1,206 @@
+"""Measure a model's training and inference throughput: ``flaxae bench``.
+
+Training runs :func:`flaxae.train.parallel.make_train_chunk` around the pure
+:func:`flaxae.train.step.train_step`, exactly as the training loop does: the
+data resident on the devices, one repetition = one epoch fused with
+``lax.scan`` into one compiled call, the state donated. The first call
+(tracing + compilation + one epoch) is timed apart from the repetitions, and
+the result is set against the device's float32 matmul peak, measured in the
+same process (:func:`matmul_peak`). ``benchmarks/`` runs the same code next to
+PyTorch and Keras.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from flaxae import config as config_lib
+from flaxae import io
+from flaxae.config import Config, ModelConfig
+from flaxae.timing import (best_seconds, conv_macs, dense_macs, peak_rss_mb, steps_per_rep,
+                           summarize, train_flops_per_sample)
+from flaxae.train import parallel
+from flaxae.train.loop import build
+from flaxae.train.step import train_step
+
+
+def matmul_peak(n: int = 2048, repeats: int = 10) -> dict[str, Any]:
+  """GFLOP/s of an ``n×n @ n×n`` float32 matmul in NumPy and in JAX: the roofline's ceiling."""
+  flops = 2 * n**3
+  rng = np.random.default_rng(0)
+  a = rng.standard_normal((n, n), dtype=np.float32)
+  b = rng.standard_normal((n, n), dtype=np.float32)
+  np_s = best_seconds(lambda: a @ b, repeats)
+  ja, jb = jax.device_put(a), jax.device_put(b)
+  matmul = jax.jit(jnp.matmul)
+  jax_s = best_seconds(lambda: matmul(ja, jb).block_until_ready(), repeats)
+  numpy_gflops, jax_gflops = flops / np_s / 1e9, flops / jax_s / 1e9
+  return {
+      "n": n, "repeats": repeats, "numpy_gflops": numpy_gflops, "jax_gflops": jax_gflops,
+      "peak_gflops": max(numpy_gflops, jax_gflops),
+      "platform": jax.default_backend(), "device_count": jax.device_count(),
+      "device_kind": jax.devices()[0].device_kind,
+      "versions": {"jax": jax.__version__, "numpy": np.__version__},
+  }
+
+
+def model_macs(cfg: ModelConfig, feature_shape: tuple[int, ...]) -> int:
+  """MACs of one example through the model ``cfg`` describes."""
+  from flaxae.models import encoder_widths  # pylint: disable=import-outside-toplevel
+  if cfg.arch == "dense":
+    n = int(np.prod(feature_shape))
+    return dense_macs(n, encoder_widths(tuple(cfg.widths), n))
+  return conv_macs(feature_shape, cfg.channels, cfg.kernel_size, cfg.latent_dim)
+
+
+def _device_memory() -> dict[str, Any] | None:
+  stats = jax.local_devices()[0].memory_stats()
+  if not stats:
+    return None
+  keys = ("peak_bytes_in_use", "bytes_in_use", "bytes_limit")
+  return {k: int(stats[k]) for k in keys if k in stats}
+
+
+def run(cfg: Config, data: np.ndarray, *, reps: int = 5,
+        inference: bool = True) -> dict[str, Any]:
+  """Times training (and inference) of ``cfg``'s model on ``data``.
+
+  Args:
+    cfg: The run's config; ``train.batch_size``, ``train.num_devices`` and
+      ``train.strategy`` are used as they are.
+    data: ``(N, *feature_shape)`` float32 examples; one repetition is one epoch
+      of ``N // batch_size`` steps over them.
+    reps: Timed repetitions after the first (compiling) call.
+    inference: Also time encode + decode over the same batches.
+
+  Returns:
+    A JSON-ready record: ``train`` and ``infer`` timings (see
+    :func:`benchmarks.summarize`), ``first_call_s`` and ``compile_s``
+    (first call less a steady epoch), the last loss, peak memory and FLOPs.
+  """
+  cfg = config_lib.validate(cfg)
+  bs, feature_shape = cfg.train.batch_size, tuple(data.shape[1:])
+  mesh = parallel.make_mesh(cfg.train.num_devices)
+  steps = len(data) // bs
+  num_examples = steps * bs
+  data = data[:num_examples]
+  model, objective, tx, init, abstract = build(cfg, feature_shape, steps, mesh)
+  state_sharding = jax.tree.map(lambda x: x.sharding, abstract)
+  step_fn = functools.partial(train_step, model=model, objective=objective, tx=tx,
+                              cfg=cfg.model, micro_batch_size=cfg.train.micro_batch_size)
+  chunk = parallel.make_train_chunk(step_fn, mesh, cfg.train.strategy, batch_size=bs,
+                                    num_examples=num_examples,
+                                    state_sharding=state_sharding)
+  on_device = jax.device_put(data, parallel.replicated(mesh))
+  state = jax.jit(init, out_shardings=state_sharding)()
+  jax.block_until_ready((state, on_device))
+
+  # --- Training: the first call compiles, then `reps` steady epochs ---------
+  t0 = time.perf_counter()
+  state, metrics = chunk(state, on_device, steps)
+  jax.block_until_ready(state)
+  first = time.perf_counter() - t0
+  times = []
+  for _ in range(reps):
+    t0 = time.perf_counter()
+    state, metrics = chunk(state, on_device, steps)
+    jax.block_until_ready(state)
+    times.append(time.perf_counter() - t0)
+  train = summarize(times, num_examples)
+  record: dict[str, Any] = {
+      "impl": "flaxae", "arch": cfg.model.arch, "batch_size": bs,
+      "devices": int(mesh.devices.size), "platform": jax.default_backend(),
+      "strategy": cfg.train.strategy, "steps_per_rep": steps,
+      "samples_per_rep": num_examples, "train": train, "first_call_s": first,
+      "compile_s": max(first - train["median_s"], 0.0),
+      "loss": float(metrics["loss"]),
+      "macs_per_sample": model_macs(cfg.model, feature_shape),
+      "versions": {"jax": jax.__version__, "flax": flax.__version__,
+                   "optax": optax.__version__},
+  }
+
+  # --- Inference: encode + decode of the same batches, on the devices --------
+  if inference:
+    variables = {"params": state.params, **state.model_state}
+    apply = jax.jit(model.apply,
+                    in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
+                    out_shardings=parallel.batch_sharded(mesh))
+    batches = [jax.device_put(data[i * bs:(i + 1) * bs], parallel.batch_sharded(mesh))
+               for i in range(steps)]
+    t0 = time.perf_counter()
+    jax.block_until_ready(apply(variables, batches[0]))
+    record["infer_first_call_s"] = time.perf_counter() - t0
+    times = []
+    for _ in range(reps):
+      t0 = time.perf_counter()
+      out = [apply(variables, b) for b in batches]
+      jax.block_until_ready(out)
+      times.append(time.perf_counter() - t0)
+      del out
+    record["infer"] = summarize(times, num_examples)
+  record["peak_rss_mb"] = peak_rss_mb()
+  record["device_memory"] = _device_memory()
+  return record
+
+
+def tiled(x: np.ndarray, num: int) -> np.ndarray:
+  """The first ``num`` examples of ``x`` repeated as often as needed."""
+  reps = -(-num // len(x))
+  return np.concatenate([x] * reps)[:num] if reps > 1 else x[:num]
+
+
+def user_benchmark(cfg: Config, *, batch_sizes: tuple[int, ...] = (), samples: int = 16384,
+                   reps: int = 5, inference: bool = True, roofline: bool = True,
+                   json_out: str = "") -> list[dict[str, Any]]:
+  """``flaxae bench``: times ``cfg``'s model on its data at each batch size.
+
+  The training set of ``cfg.data`` is repeated or cut to about ``samples``
+  examples per repetition. Prints a markdown table (with the share of a
+  measured float32 matmul peak) and optionally writes the records as JSON.
+  """
+  from flaxae.data import load_dataset  # pylint: disable=import-outside-toplevel
+  cfg = config_lib.validate(cfg)
+  train_x = load_dataset(cfg.data).train_x
+  peak = None
+  if roofline:
+    peak = matmul_peak(repeats=5)
+  records = []
+  for bs in batch_sizes or (cfg.train.batch_size,):
+    run_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=bs))
+    steps = steps_per_rep(bs, samples)
+    rec = run(run_cfg, tiled(train_x, steps * bs), reps=reps, inference=inference)
+    rec["train_gflops"] = (rec["train"]["samples_per_s"] *
+                           train_flops_per_sample(rec["macs_per_sample"]) / 1e9)
+    if peak:
+      rec["roofline_pct"] = 100 * rec["train_gflops"] / peak["peak_gflops"]
+    records.append(rec)
+  print(f"{cfg.model.arch} AE, {cfg.model.kind}, {cfg.model.loss} loss, "
+        f"{cfg.train.optimizer}, data {cfg.data.name} {tuple(train_x.shape[1:])}, "
+        f"{records[0]['platform']}; {reps} repetitions of ~{samples} examples")
+  print("| batch | dev | train samples/s (median) | min–max | GFLOP/s | % peak | "
+        "compile s | infer samples/s | peak RSS MiB |")
+  print("|---|---|---|---|---|---|---|---|---|")
+  for r in records:
+    t = r["train"]
+    infer = f"{r['infer']['samples_per_s']:,.0f}" if "infer" in r else "–"
+    pct = f"{r['roofline_pct']:.0f}" if "roofline_pct" in r else "–"
+    print(f"| {r['batch_size']} | {r['devices']} | {t['samples_per_s']:,.0f} | "
+          f"{t['samples_per_s_min']:,.0f}–{t['samples_per_s_max']:,.0f} | "
+          f"{r['train_gflops']:.1f} | {pct} | {r['compile_s']:.2f} | {infer} | "
+          f"{r['peak_rss_mb']:.0f} |")
+  if peak:
+    print(f"peak: {peak['n']}² float32 matmul, NumPy {peak['numpy_gflops']:.0f} / "
+          f"JAX {peak['jax_gflops']:.0f} GFLOP/s")
+  if json_out:
+    io.write_json(json_out, {"config": config_lib.to_dict(cfg), "peak": peak,
+                             "results": records})
+  return records
