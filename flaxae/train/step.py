@@ -126,19 +126,24 @@ def train_step(state: TrainState, batch: jnp.ndarray, *, model, objective: Objec
   if axis_name is not None:
     grads, loss, metrics, model_state = lax.pmean(
         (grads, loss, metrics, model_state), axis_name)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
   model_state = {**state.model_state, **model_state}
-
   grad_norm = global_norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-  keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+
+  def update(_):
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    return optax.apply_updates(state.params, updates), opt_state, model_state
+
+  # The update runs only for a finite step (a select over every parameter and
+  # moment instead cost 7 % of the dense AE's step on CPU).
+  params, opt_state, model_state = lax.cond(
+      finite, update, lambda _: (state.params, state.opt_state, state.model_state), None)
   bad = (~finite).astype(jnp.int32)
   new_state = state.replace(
       step=state.step + 1,
-      params=keep(params, state.params),
-      model_state=keep(model_state, state.model_state),
-      opt_state=keep(opt_state, state.opt_state),
+      params=params,
+      model_state=model_state,
+      opt_state=opt_state,
       skipped=state.skipped + bad,
       bad_streak=(state.bad_streak + 1) * bad,
   )
