@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
   start = time.perf_counter()
   data = setting["data"]
   if args.quick:
-    data = DataConfig(**{**data.__dict__, "limit_train": 600, "limit_test": 200})
+    data = common.quick_data(data, 600, 200)
   ds = load_dataset(data, args.seed)
   classes = [0, 1] if args.quick else list(range(10))
   epochs = 2 if args.quick else (args.epochs or setting["epochs"])

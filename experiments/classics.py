@@ -26,7 +26,6 @@ equals its own run to 1e-5).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -51,7 +50,7 @@ def _config(data: str, model: str, seeds: int, args) -> Config:
   data_cfg = DATA[data]
   epochs = args.epochs
   if args.quick:
-    data_cfg = dataclasses.replace(data_cfg, limit_train=512, limit_test=256)
+    data_cfg = common.quick_data(data_cfg, 512, 256)
     epochs = 1
   return Config(
       data=data_cfg,

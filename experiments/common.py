@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -12,7 +13,7 @@ from typing import Any, Iterable, Sequence
 
 from flaxae import io
 from flaxae.api import Run, fit, load
-from flaxae.config import Config
+from flaxae.config import Config, DataConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -29,6 +30,11 @@ def parser(description: str) -> argparse.ArgumentParser:
   p.add_argument("--out", default="", help="output folder (default experiments/out/NAME)")
   p.add_argument("--seed", type=int, default=0)
   return p
+
+
+def quick_data(data: DataConfig, train: int, test: int) -> DataConfig:
+  """``data`` cut to ``train`` / ``test`` examples, for ``--quick`` runs."""
+  return dataclasses.replace(data, limit_train=train, limit_test=test)
 
 
 def out_dir(name: str, args: argparse.Namespace) -> Path:

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
   start = time.perf_counter()
   data = setting["data"]
   if args.quick:
-    data = DataConfig(**{**data.__dict__, "limit_train": 1000, "limit_test": 300})
+    data = common.quick_data(data, 1000, 300)
   epochs = 1 if args.quick else (args.epochs or setting["epochs"])
   widths = setting["widths"]
   cfg = Config(

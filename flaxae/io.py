@@ -40,10 +40,16 @@ def make_dir(path: str | os.PathLike) -> Path:
   return path
 
 
-def _umask() -> int:
+def _read_umask() -> int:
   mask = os.umask(0)
   os.umask(mask)
   return mask
+
+
+# Read once, at import: reading the umask means setting it, process-wide, and
+# a thread creating a file meanwhile (Orbax saves in the background) would get
+# the wrong permissions if it were read at every write.
+_UMASK = _read_umask()
 
 
 @contextlib.contextmanager
@@ -64,7 +70,7 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
   os.close(fd)
   try:
     yield Path(tmp)
-    os.chmod(tmp, 0o666 & ~_umask())
+    os.chmod(tmp, 0o666 & ~_UMASK)
     os.replace(tmp, path)
   except OSError as e:
     with contextlib.suppress(FileNotFoundError):

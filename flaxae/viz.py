@@ -185,6 +185,16 @@ def read_history(run_dir: str | os.PathLike) -> list[dict]:
   return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _finish(fig, ax, path: str | os.PathLike, title: str | None,
+            legend_loc: str = "best") -> None:
+  """Legend, optional title, layout, then the atomic save: every line plot's ending."""
+  ax.legend(fontsize=8, loc=legend_loc)
+  if title:
+    ax.set_title(title, fontsize=10)
+  fig.tight_layout()
+  _save(fig, path)
+
+
 def save_loss_curves(history: list[dict] | str | os.PathLike, path: str | os.PathLike,
                      keys: tuple[str, ...] = ("train/loss", "test/loss"), *,
                      title: str | None = None, log: bool = False) -> None:
@@ -202,11 +212,7 @@ def save_loss_curves(history: list[dict] | str | os.PathLike, path: str | os.Pat
   if log:
     ax.set_yscale("log")
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
-  if title:
-    ax.set_title(title, fontsize=10)
-  fig.tight_layout()
-  _save(fig, path)
+  _finish(fig, ax, path, title)
 
 
 def save_rate_distortion(curves: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -224,11 +230,7 @@ def save_rate_distortion(curves: dict[str, tuple[np.ndarray, np.ndarray]],
   if xlim:
     ax.set_xlim(*xlim)
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
-  if title:
-    ax.set_title(title, fontsize=10)
-  fig.tight_layout()
-  _save(fig, path)
+  _finish(fig, ax, path, title)
 
 
 def save_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | os.PathLike,
@@ -244,8 +246,4 @@ def save_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | os.Pa
   ax.set_xlabel("false positive rate")
   ax.set_ylabel("true positive rate")
   ax.set_aspect("equal")
-  ax.legend(fontsize=8, loc="lower right")
-  if title:
-    ax.set_title(title, fontsize=10)
-  fig.tight_layout()
-  _save(fig, path)
+  _finish(fig, ax, path, title, legend_loc="lower right")

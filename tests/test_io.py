@@ -1,6 +1,5 @@
 """Atomic writes: all or nothing, ordinary permissions, no silent overwrite."""
 
-import os
 import stat
 
 import pytest
@@ -9,12 +8,9 @@ from flaxae import io
 from flaxae.errors import OutputError
 
 
-def test_written_file_has_the_permissions_of_a_new_file(tmp_path):
-  old = os.umask(0o022)
-  try:
-    io.write_text(tmp_path / "a.json", "{}")
-  finally:
-    os.umask(old)
+def test_written_file_has_the_permissions_of_a_new_file(tmp_path, monkeypatch):
+  monkeypatch.setattr(io, "_UMASK", 0o022)  # The process's umask, read at import.
+  io.write_text(tmp_path / "a.json", "{}")
   assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
 
 
