@@ -165,7 +165,14 @@ class TrainConfig:
     steps_per_call: Steps fused into one compiled call (0: a whole epoch).
     num_seeds: Train this many independent models (seeds ``seed``,
       ``seed+1``, ...: their own initialisation, data order and noise) in one
-      compiled program, vmapped over the train state.
+      compiled program, vmapped over the train state. The models are split
+      over the devices first (a ``seed`` mesh axis: as many groups as divide
+      both the device count and ``num_seeds``), each model data-parallel over
+      the rest.
+    seeds_vmapped: How many of one device group's models a vmap trains side
+      by side; the rest follow one after another in the same program. 0:
+      automatic (all of them, except one at a time on CPU with several seed
+      groups, whose cores share the caches that stacked activations overflow).
     max_bad_steps: Stop after this many consecutive steps with a non-finite
       loss or gradient (each is skipped, leaving the parameters unchanged).
     eval_batch_size: Batch size for evaluation.
@@ -194,6 +201,7 @@ class TrainConfig:
   num_devices: int = 0
   steps_per_call: int = 0
   num_seeds: int = 1
+  seeds_vmapped: int = 0
   max_bad_steps: int = 10
   eval_batch_size: int = 1000
   micro_batch_size: int = 0
@@ -268,7 +276,7 @@ _POSITIVE = {
 }
 _NON_NEGATIVE = {
     "train.learning_rate", "train.weight_decay", "train.warmup_steps",
-    "train.clip_norm", "train.num_devices", "train.momentum",
+    "train.clip_norm", "train.num_devices", "train.momentum", "train.seeds_vmapped",
     "checkpoint.every_steps", "data.limit_train", "data.limit_test",
     "model.latent_dim", "train.steps_per_call", "model.input_noise",
     "model.l1_weight_penalty", "model.sparsity_weight", "model.sparse_l1",

@@ -13,7 +13,9 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from numpy.polynomial import Chebyshev, Polynomial
 
 from flaxae.errors import ConfigError
 
@@ -30,16 +32,44 @@ def _per_example_mean(x: jnp.ndarray) -> jnp.ndarray:
   return flat @ jnp.full((flat.shape[1],), 1.0 / flat.shape[1], flat.dtype)
 
 
+# log1p(e)/e on [0, 1] as a degree-9 polynomial in e: the Chebyshev
+# interpolant (float64), in monomial form for Horner's rule.
+_LOG1P_COEFFS = tuple(float(c) for c in Chebyshev.interpolate(
+    lambda e: np.log1p(e) / np.where(e == 0, 1.0, e) + (e == 0), 9,
+    domain=[0.0, 1.0]).convert(kind=Polynomial).coef)
+
+
+def log1p_unit(e: jnp.ndarray) -> jnp.ndarray:
+  """``log1p(e)`` for ``e`` in [0, 1], as ``e·q(e)`` with a polynomial ``q``.
+
+  Within 2 float32 ulps of the exact value on [0, 1] (tested; XLA's own
+  ``log1p`` is within 2.5) and, with nine fused multiply-adds instead of a
+  logarithm, 2-3× cheaper on CPU, where XLA's ``log1p`` was the costliest op
+  of the BCE loss (for a small dense AE, a fifth of the training step).
+  """
+  q = jnp.asarray(_LOG1P_COEFFS[-1], e.dtype)
+  for c in _LOG1P_COEFFS[-2::-1]:
+    q = q * e + jnp.asarray(c, e.dtype)
+  return e * q
+
+
 def bce_with_logits(logits: jnp.ndarray, targets: jnp.ndarray) -> jnp.ndarray:
   """Elementwise binary cross-entropy from logits, stable for any logit.
 
   ``softplus(l) - l·t`` equals ``-t·log σ(l) - (1-t)·log(1-σ(l))`` and accepts
-  soft targets in [0, 1]; ``softplus`` is evaluated as ``logaddexp(l, 0)``, so
-  it never exponentiates a large number. It costs one exp and one log per
-  element, half of the two-log-sigmoid form (which, on CPU, made the loss
-  value as expensive as the dense model's matmuls).
+  soft targets in [0, 1]; ``softplus(l)`` is evaluated as
+  ``max(l, 0) + log1p(exp(-|l|))``, so it never exponentiates a large number.
+  It costs one exp and a polynomial per element (:func:`log1p_unit`), against
+  two exps and two logs in the two-log-sigmoid form (which, on CPU, made the
+  loss value as expensive as the dense model's matmuls).
   """
-  return jax.nn.softplus(logits) - logits * targets
+  return _softplus(logits) - logits * targets
+
+
+def _softplus(logits: jnp.ndarray, e: jnp.ndarray | None = None) -> jnp.ndarray:
+  """``softplus(l)``; ``e`` is ``exp(-|l|)`` if the caller has it."""
+  e = jnp.exp(-jnp.abs(logits)) if e is None else e
+  return jnp.maximum(logits, 0.0) + log1p_unit(e)
 
 
 @jax.custom_vjp
@@ -59,7 +89,7 @@ def bce_per_example(logits: jnp.ndarray, targets: jnp.ndarray) -> jnp.ndarray:
 def _bce_fwd(logits, targets):
   dim = math.prod(logits.shape[1:])
   e = jnp.exp(-jnp.abs(logits))
-  value = jnp.maximum(logits, 0.0) + jnp.log1p(e) - logits * targets
+  value = _softplus(logits, e) - logits * targets
   sigmoid = jnp.where(logits >= 0, 1.0, e) / (1.0 + e)
   return _per_example_mean(value), ((sigmoid - targets) / dim, logits)
 

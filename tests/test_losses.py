@@ -27,6 +27,25 @@ def test_bce_is_finite_for_extreme_logits():
   np.testing.assert_allclose(value, [(1e4 + 1e4 + 100 + 100) / 4], rtol=1e-5)
 
 
+def test_log1p_unit_is_within_two_ulps_on_the_unit_interval():
+  e = np.linspace(0.0, 1.0, 100_001, dtype=np.float32)
+  exact = np.log1p(e.astype(np.float64))
+  got = np.asarray(jax.jit(losses.log1p_unit)(e), np.float64)
+  ulps = np.abs(got - exact)[1:] / np.spacing(exact[1:].astype(np.float32))
+  assert ulps.max() <= 2.0
+  assert got[0] == 0.0
+  tiny = np.float32(1e-30)  # Relative accuracy holds down to zero.
+  np.testing.assert_allclose(losses.log1p_unit(tiny), tiny, rtol=1e-6)
+
+
+def test_bce_value_matches_xla_softplus_over_logits():
+  logits = jnp.linspace(-40.0, 40.0, 4001).reshape(1, -1)
+  targets = jnp.full_like(logits, 0.25)
+  want = np.mean(np.logaddexp(0.0, np.float64(logits)) - np.float64(logits) * 0.25)
+  got = losses.bce_per_example(logits, targets)[0]
+  np.testing.assert_allclose(got, want, rtol=2e-6)
+
+
 def _bce_reference(logits, targets):
   """The autodiff form: the fused gradient must equal its derivatives."""
   return (jax.nn.softplus(logits) - logits * targets).reshape(logits.shape[0], -1).mean(-1)

@@ -112,9 +112,9 @@ def build(cfg: Config, feature_shape: tuple[int, ...], steps_per_epoch: int,
   else:  # One state per seed, stacked on a leading axis.
     init = lambda: jax.vmap(lambda s: create_state(model, tx, example, s))(
         seed + jnp.arange(num_seeds))
-  rep = parallel.replicated(mesh)
+  sharding = parallel.replicated(mesh) if num_seeds == 1 else parallel.seed_sharded(mesh)
   abstract = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
       jax.eval_shape(init))
   return model, objective, tx, init, abstract
 
@@ -205,7 +205,7 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
     ds: Dataset = load_dataset(cfg.data)
     train_set, test_x, feature_shape = ds.train_x, ds.test_x, ds.feature_shape
   num_train, batch_size = len(train_set), cfg.train.batch_size
-  mesh = parallel.make_mesh(cfg.train.num_devices)
+  mesh = parallel.make_mesh(cfg.train.num_devices, cfg.train.num_seeds)
   parallel.check_batch(batch_size, mesh, num_train)
   steps_per_epoch = num_train // batch_size
   schedule = Schedule(
@@ -234,7 +234,7 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
   chunk = parallel.make_train_chunk(
       step_fn, mesh, cfg.train.strategy, batch_size=batch_size,
       num_examples=num_train, state_sharding=state_sharding,
-      num_seeds=cfg.train.num_seeds)
+      num_seeds=cfg.train.num_seeds, seeds_vmapped=cfg.train.seeds_vmapped)
   eval_jit = parallel.make_eval(
       functools.partial(eval_step, model=model, objective=objective, cfg=cfg.model,
                         rng=jax.random.key(cfg.train.seed),

@@ -13,14 +13,16 @@ import pytest
 from hypothesis import strategies as st
 
 from flaxae import cli
+from flaxae.apps import codec as K
 from flaxae.apps import compress as C
+from flaxae.apps import container
 from flaxae.errors import ConfigError, FormatError, OutputError
 
 
 def _decoded(run, x, step):
   """What decompression must give: the decoder's output for the quantised codes."""
-  q = C.quantize(run.encode(x), step)
-  return run.decode(C.dequantize(q, step).reshape(len(q), *run.model.code_shape))
+  q = K.quantize(run.encode(x), step)
+  return run.decode(K.dequantize(q, step).reshape(len(q), *run.model.code_shape))
 
 
 def _with_crc(blob: bytes) -> bytes:
@@ -53,7 +55,7 @@ def test_report_matches_the_file(digits_run, digits, blob):
   assert rep.file_bytes == len(blob) and rep.pixels == pixels
   assert rep.bits_per_pixel == pytest.approx(8 * len(blob) / pixels)
   assert rep.ratio == pytest.approx(pixels / len(blob))
-  header, words = C.read_header(blob)
+  header, words = container.read_header(blob)
   assert rep.header_bytes + 4 * len(words) == len(blob)
   restored = C.decompress(digits_run, blob)
   assert rep.psnr == pytest.approx(C.psnr(digits.test_x, restored))
@@ -63,8 +65,8 @@ def test_report_matches_the_file(digits_run, digits, blob):
 
 def test_the_stream_is_close_to_the_model_entropy(digits_run, digits, blob):
   codec = C.get_codec(digits_run, 0.25)
-  q = C.quantize(digits_run.encode(digits.test_x), 0.25)
-  _, words = C.read_header(blob)
+  q = K.quantize(digits_run.encode(digits.test_x), 0.25)
+  _, words = container.read_header(blob)
   assert 4 * len(words) <= codec.bits(q) / 8 + 16
 
 
@@ -78,8 +80,8 @@ def test_smaller_steps_cost_more_bits_and_lose_less(digits_run, digits):
 
 def test_codes_outside_the_histogram_are_escaped_exactly(digits_run, digits):
   codes = digits_run.encode(digits.train_x[:20])
-  codec = C.fit_codec(codes, 0.05)  # A narrow model: most test codes escape it.
-  q = C.quantize(digits_run.encode(digits.test_x), 0.05)
+  codec = K.fit_codec(codes, 0.05)  # A narrow model: most test codes escape it.
+  q = K.quantize(digits_run.encode(digits.test_x), 0.05)
   assert ((q < codec.lo) | (q >= codec.lo + [len(c) - 1 for c in codec.counts])).any()
   blob = C.compress(digits_run, digits.test_x, 0.05, codec=codec)
   out = C.decompress(digits_run, blob, codec=codec)
@@ -91,7 +93,7 @@ def test_codes_outside_the_histogram_are_escaped_exactly(digits_run, digits):
 def test_the_codec_is_cached_in_the_run_directory(digits_run):
   path = C.codec_path(digits_run, 0.25)
   assert path.exists()
-  assert C.Codec.read(path).digest == C.get_codec(digits_run, 0.25).digest
+  assert K.Codec.read(path).digest == C.get_codec(digits_run, 0.25).digest
 
 
 @hypothesis.settings(max_examples=20, deadline=None)
@@ -195,7 +197,7 @@ def test_cli_refuses_to_replace_without_overwrite(digits_run, digits, tmp_path):
     cli.main([*argv, "--debug"])
   assert (tmp_path / "x.fxae").read_bytes() == b"keep me"
   assert cli.main([*argv, "--overwrite"]) == 0
-  assert (tmp_path / "x.fxae").read_bytes()[:4] == C.MAGIC
+  assert (tmp_path / "x.fxae").read_bytes()[:4] == container.MAGIC
 
 
 def test_cli_output_must_be_npy_or_idx(digits_run, tmp_path):

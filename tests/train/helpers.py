@@ -28,7 +28,7 @@ def trained_state(data: np.ndarray, *, strategy="jit", num_devices=1, steps=20,
   train = train or TrainConfig(strategy=strategy, num_devices=num_devices,
                                batch_size=batch_size, epochs=max(1, steps))
   cfg = Config(model=model, train=train)
-  mesh = parallel.make_mesh(train.num_devices)
+  mesh = parallel.make_mesh(train.num_devices, train.num_seeds)
   spe = len(data) // train.batch_size
   _, _, _, init, abstract = build(cfg, data.shape[1:], spe, mesh)
   model_, objective, tx, _, _ = build(cfg, data.shape[1:], spe, mesh)
@@ -38,7 +38,8 @@ def trained_state(data: np.ndarray, *, strategy="jit", num_devices=1, steps=20,
                               cfg=cfg.model)
   chunk = parallel.make_train_chunk(step_fn, mesh, train.strategy,
                                     batch_size=train.batch_size, num_examples=len(data),
-                                    state_sharding=sharding)
+                                    state_sharding=sharding, num_seeds=train.num_seeds,
+                                    seeds_vmapped=train.seeds_vmapped)
   on_device = jax.device_put(data, parallel.replicated(mesh))
   if chunks is None:  # A compiled chunk stays inside one epoch, as in the loop.
     chunks = [min(spe, steps - i) for i in range(0, steps, spe)]

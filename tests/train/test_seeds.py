@@ -2,14 +2,16 @@
 
 import dataclasses
 
+import jax
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec as P
 
 import flaxae
 from flaxae.config import CheckpointConfig, Config, DataConfig, ModelConfig, TrainConfig
 from flaxae.train.loop import train_and_evaluate
 
-from tests.train.helpers import rel_diff
+from tests.train.helpers import rel_diff, trained_state
 
 BASE = Config(data=DataConfig(), model=ModelConfig(widths=(16, 4)),
               train=TrainConfig(epochs=2, batch_size=64, num_devices=1),
@@ -55,3 +57,48 @@ def test_resume_of_many_seeds_is_bit_identical(together, tmp_path):
 def test_seed_index_out_of_range(together):
   with pytest.raises(flaxae.errors.ConfigError, match="seed_index 3 is out of range"):
     flaxae.load(together.dir, seed_index=3)
+
+
+DATA = np.random.default_rng(1).random((256, 8, 8, 1), dtype=np.float32)
+STEPS = 12
+
+
+def _train(**kw) -> TrainConfig:
+  return TrainConfig(batch_size=32, epochs=STEPS, **kw)
+
+
+@pytest.fixture(scope="module")
+def alone():
+  """Models 0-3 trained one by one, each on one device."""
+  return [trained_state(DATA, steps=STEPS, train=_train(seed=i, num_devices=1)).params
+          for i in range(4)]
+
+
+@pytest.mark.parametrize("devices,seeds,strategy,vmapped,groups", [
+    (4, 4, "jit", 0, 4),        # One model per device.
+    (4, 2, "shard_map", 0, 2),  # Two groups, each model data-parallel over 2 devices.
+    (4, 2, "jit", 2, 2),
+    (2, 4, "jit", 2, 2),        # Two models per device, vmapped side by side.
+    (4, 3, "jit", 0, 1),        # 3 does not split over 4 devices: data-parallel models.
+])
+def test_seeds_split_over_devices_equal_one_by_one(alone, devices, seeds, strategy,
+                                                   vmapped, groups):
+  state = trained_state(DATA, steps=STEPS, train=_train(
+      num_devices=devices, num_seeds=seeds, strategy=strategy, seeds_vmapped=vmapped))
+  kernel = state.params["encoder"]["code"]["kernel"]
+  assert kernel.sharding.mesh.shape == {"seed": groups, "data": devices // groups}
+  assert kernel.sharding.spec == P("seed")
+  # Each device holds only its group's models.
+  assert {s.data.shape[0] for s in kernel.addressable_shards} == {seeds // groups}
+  for i in range(seeds):
+    mine = jax.tree.map(lambda x, i=i: x[i], state.params)
+    assert rel_diff(mine, alone[i]) <= 1e-5, i
+
+
+def test_seeds_per_vmap_choice():
+  from flaxae.train import parallel  # pylint: disable=import-outside-toplevel
+  assert parallel.seeds_per_vmap(0, 4, num_groups=2) is None  # CPU, 2 groups: one by one.
+  assert parallel.seeds_per_vmap(0, 4, num_groups=1) == 4  # One group: all vmapped.
+  assert parallel.seeds_per_vmap(1, 4) is None
+  assert parallel.seeds_per_vmap(2, 4) == 2
+  assert parallel.seeds_per_vmap(8, 4) == 4
