@@ -135,8 +135,8 @@ def seeds_per_vmap(requested: int, num_local: int, num_groups: int = 1) -> int |
   ``requested`` 0 chooses all of them, except on CPU with several seed groups:
   those run at once on cores that share caches and memory bandwidth, and
   stacked activations then overflow them (8 dense 784-32-784 models on 2
-  cores, batch 128: 1.77× one model's throughput vmapped 4 per core, 2.0×
-  one at a time; on a single device vmapping all 8 gained 1.1-1.4×).
+  cores, batch 128: 1.8× the sequential runs' throughput vmapped 4 per core,
+  2.0-2.1× one at a time; on a single device vmapping all 8 gained 1.25×).
   """
   if requested == 0:
     several_cpu_groups = jax.default_backend() == "cpu" and num_groups > 1
@@ -154,8 +154,9 @@ def make_train_chunk(step_fn: Callable, mesh: Mesh, strategy: str, *,
   ``metrics`` are the chunk's means. ``state`` is donated. With
   ``num_seeds > 1`` the state has a leading seed axis (each seed has its own
   data order from its own key), split over the mesh's ``seed`` groups by a
-  ``vmap`` with ``spmd_axis_name``; inside a group ``lax.map`` trains its
-  models ``seeds_vmapped`` at a time (see :func:`seeds_per_vmap`). The steps
+  ``shard_map`` over that axis (the ``data`` axis stays the step's own);
+  inside a group ``lax.map`` trains its models ``seeds_vmapped`` at a time
+  (see :func:`seeds_per_vmap`). The steps
   must lie in one epoch (the loop's schedule ends every chunk at an epoch
   boundary).
   """
@@ -186,13 +187,14 @@ def make_train_chunk(step_fn: Callable, mesh: Mesh, strategy: str, *,
     if num_seeds == 1:
       return chunk(state, data, length)
     # Independent models stacked on a leading axis: one program trains all.
-    # (S, ...) -> (groups, S/groups, ...): the vmapped axis is the sharded one,
-    # so each group runs its own models, with no communication between groups.
-    def group(states):
+    # Each seed group gets its S/groups models (no communication between
+    # groups) and the whole training set.
+    def group(states, data):
       return lax.map(lambda s: chunk(s, data, length), states, batch_size=per_vmap)
 
-    return jax.shard_map(group, mesh=mesh, in_specs=P(SEED_AXIS), out_specs=P(SEED_AXIS),
-                         axis_names={SEED_AXIS}, check_vma=False)(state)
+    return jax.shard_map(group, mesh=mesh, in_specs=(P(SEED_AXIS), P()),
+                         out_specs=P(SEED_AXIS), axis_names={SEED_AXIS},
+                         check_vma=False)(state, data)
 
   return jax.jit(chunks, static_argnums=2, donate_argnums=0,
                  in_shardings=(state_sharding, replicated(mesh)),
