@@ -293,7 +293,7 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
         step = end
         bar.update(n)
         bar.set_postfix(loss=f"{float(np.mean(metrics['loss'])):.4f}")
-        bad_streak = int(np.max(jax.device_get(state.bad_streak)))
+        bad_streak = int(np.max(jax.device_get(parallel.fetch(state.bad_streak))))
         if bad_streak >= cfg.train.max_bad_steps:
           raise TrainingError(
               f"{bad_streak} consecutive steps had a non-finite loss or "
@@ -343,11 +343,15 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
 
 
 def seed_variables(state: TrainState, index: int | None) -> dict[str, Any]:
-  """``{"params": ..., **model_state}`` of one seed's model (None: unstacked)."""
+  """``{"params": ..., **model_state}`` of one seed's model (None: unstacked).
+
+  Every process must call it: the models of a multi-host run may be split
+  over the processes, and are then gathered (:func:`parallel.fetch`).
+  """
   variables = {"params": state.params, **state.model_state}
   if index is None or state.step.ndim == 0:
     return variables
-  return jax.tree.map(lambda x: x[index], variables)
+  return jax.tree.map(lambda x: x[index], parallel.fetch(variables))
 
 
 def across_seeds(figures: dict[str, Any]) -> dict[str, Any]:

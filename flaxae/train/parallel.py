@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -79,6 +80,19 @@ def put(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
   """
   x = np.asarray(x)
   return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def fetch(tree):
+  """``tree`` readable on the host of every process.
+
+  Arrays whose shards all live in this process come back as they are; arrays
+  that span other processes' devices (the seed-split models of a multi-host
+  run) are gathered from every process into NumPy arrays
+  (``multihost_utils.process_allgather``, which every process must call).
+  """
+  if all(getattr(x, "is_fully_addressable", True) for x in jax.tree.leaves(tree)):
+    return tree
+  return multihost_utils.process_allgather(tree, tiled=True)
 
 
 def check_batch(batch_size: int, mesh: Mesh, num_examples: int) -> None:

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from flaxae.train import parallel
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -40,7 +42,7 @@ class TrainState:
   @property
   def steps_done(self) -> int:
     """The step counter as a Python int (every seed's is the same)."""
-    return int(np.max(jax.device_get(self.step)))
+    return int(np.max(jax.device_get(parallel.fetch(self.step))))
 
 
 def create_state(model, tx: optax.GradientTransformation, example: jnp.ndarray,

@@ -18,11 +18,11 @@ ARGS = ["--model.widths=16,4", "--train.batch_size=64", "--checkpoint.every_step
         "--no-progress"]
 
 
-def _launch(run_dir, epochs, port=0):
+def _launch(run_dir, epochs, port=0, extra=()):
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   cmd = [sys.executable, "-m", "flaxae.launch", "--num_processes=2",
          "--devices_per_process=2", f"--port={port}", "--", "train",
-         f"--run_dir={run_dir}", f"--train.epochs={epochs}", *ARGS]
+         f"--run_dir={run_dir}", f"--train.epochs={epochs}", *ARGS, *extra]
   return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True, start_new_session=True)
 
@@ -45,6 +45,22 @@ def test_two_processes_equal_one_process(tmp_path):
   assert rel_diff(two.state.params, one.state.params) <= 1e-5
   lines = (tmp_path / "mh" / "metrics.jsonl").read_text().splitlines()
   assert len(lines) == 1  # Written once, by process 0.
+
+
+def test_seeds_split_over_two_processes_equal_their_own_runs(tmp_path):
+  # 2 seeds on 2 × 2 devices: one seed group per process, each model data-parallel
+  # over its process's 2 devices; the loop gathers the models to evaluate them.
+  proc = _launch(tmp_path / "mh", epochs=1, extra=["--train.num_seeds=2"])
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err
+  record = json.loads((tmp_path / "mh" / "metrics.jsonl").read_text().splitlines()[-1])
+  assert len(record["test/mse_per_seed"]) == 2
+  cfg = Config(data=DataConfig(), model=ModelConfig(widths=(16, 4)),
+               train=TrainConfig(epochs=1, batch_size=64, num_devices=1, seed=1),
+               run_dir=str(tmp_path / "alone"))
+  alone = train_and_evaluate(cfg, progress=False)
+  mine = flaxae.load(tmp_path / "mh", seed_index=1)
+  assert rel_diff(mine.variables["params"], alone.state.params) <= 1e-5
 
 
 def test_killed_job_resumes_from_its_checkpoint(tmp_path):
