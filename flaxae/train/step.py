@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -124,8 +125,10 @@ def train_step(state: TrainState, batch: jnp.ndarray, *, model, objective: Objec
     grads, out = jax.tree.map(lambda x: x / n, total)
   loss, metrics, model_state = out.loss, out.metrics, out.model_state
   if axis_name is not None:
-    grads, loss, metrics, model_state = lax.pmean(
-        (grads, loss, metrics, model_state), axis_name)
+    # One all-reduce of one flat vector: every collective is a rendezvous of
+    # all devices (on 2 CPU devices, one per leaf cost a fifth of the step).
+    flat, unravel = jax.flatten_util.ravel_pytree((grads, loss, metrics, model_state))
+    grads, loss, metrics, model_state = unravel(lax.pmean(flat, axis_name))
   model_state = {**state.model_state, **model_state}
   grad_norm = global_norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
