@@ -117,7 +117,8 @@ class Run:
     """
     from flaxae import objectives  # pylint: disable=import-outside-toplevel
     from flaxae.train import parallel  # pylint: disable=import-outside-toplevel
-    from flaxae.train.step import eval_step, summarize_eval  # pylint: disable=import-outside-toplevel
+    # pylint: disable-next=import-outside-toplevel
+    from flaxae.train.step import eval_step, summarize_eval
 
     x = _images_of(x, self.feature_shape)
     cfg = self.config.model
@@ -132,7 +133,8 @@ class Run:
 
   def sample(self, n: int, seed: int = 0) -> np.ndarray:
     """``n`` images in [0, 1] generated from the prior (``vae`` runs only)."""
-    from flaxae.models import VariationalAutoencoder, sample  # pylint: disable=import-outside-toplevel
+    # pylint: disable-next=import-outside-toplevel
+    from flaxae.models import VariationalAutoencoder, sample
     if not isinstance(self.model, VariationalAutoencoder):
       raise ConfigError(f"sampling needs a model.kind=vae run, this one is "
                         f"{self.config.model.kind}")

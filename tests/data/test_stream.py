@@ -60,7 +60,8 @@ def test_mapped_rows_read_only_what_is_asked(images):
   rows = mapped.rows(np.array([[3, 1], [0, 2]]))
   assert rows.shape == (2, 2, 8, 8, 1) and rows.dtype == np.float32
   full = np.load(images / "x.npy")
-  np.testing.assert_array_equal(rows[0, 1, ..., 0], full[mapped.indices[1]].astype(np.float32) / 255.0)
+  np.testing.assert_array_equal(rows[0, 1, ..., 0],
+                                full[mapped.indices[1]].astype(np.float32) / 255.0)
 
 
 def test_gzip_cannot_stream(tmp_path):
