@@ -29,7 +29,7 @@ from flaxae.config import Config, ModelConfig
 from flaxae.timing import (best_seconds, conv_macs, dense_macs, peak_rss_mb, steps_per_rep,
                            summarize, train_flops_per_sample)
 from flaxae.train import parallel
-from flaxae.train.loop import build
+from flaxae.train.loop import build, seed_variables
 from flaxae.train.step import train_step
 
 
@@ -89,7 +89,8 @@ def run(cfg: Config, data: np.ndarray, *, reps: int = 5,
   """
   cfg = config_lib.validate(cfg)
   bs, feature_shape = cfg.train.batch_size, tuple(data.shape[1:])
-  mesh = parallel.make_mesh(cfg.train.num_devices)
+  num_seeds = cfg.train.num_seeds
+  mesh = parallel.make_mesh(cfg.train.num_devices, num_seeds)
   steps = len(data) // bs
   num_examples = steps * bs
   data = data[:num_examples]
@@ -99,7 +100,8 @@ def run(cfg: Config, data: np.ndarray, *, reps: int = 5,
                               cfg=cfg.model, micro_batch_size=cfg.train.micro_batch_size)
   chunk = parallel.make_train_chunk(step_fn, mesh, cfg.train.strategy, batch_size=bs,
                                     num_examples=num_examples,
-                                    state_sharding=state_sharding)
+                                    state_sharding=state_sharding, num_seeds=num_seeds,
+                                    seeds_vmapped=cfg.train.seeds_vmapped)
   on_device = jax.device_put(data, parallel.replicated(mesh))
   state = jax.jit(init, out_shardings=state_sharding)()
   jax.block_until_ready((state, on_device))
@@ -115,14 +117,14 @@ def run(cfg: Config, data: np.ndarray, *, reps: int = 5,
     state, metrics = chunk(state, on_device, steps)
     jax.block_until_ready(state)
     times.append(time.perf_counter() - t0)
-  train = summarize(times, num_examples)
+  train = summarize(times, num_examples * num_seeds)  # Summed over the seeds' models.
   record: dict[str, Any] = {
       "impl": "flaxae", "arch": cfg.model.arch, "batch_size": bs,
       "devices": int(mesh.devices.size), "platform": jax.default_backend(),
-      "strategy": cfg.train.strategy, "steps_per_rep": steps,
+      "strategy": cfg.train.strategy, "num_seeds": num_seeds, "steps_per_rep": steps,
       "samples_per_rep": num_examples, "train": train, "first_call_s": first,
       "compile_s": max(first - train["median_s"], 0.0),
-      "loss": float(metrics["loss"]),
+      "loss": float(np.mean(metrics["loss"])),  # (Mean over seeds.)
       "macs_per_sample": model_macs(cfg.model, feature_shape),
       "versions": {"jax": jax.__version__, "flax": flax.__version__,
                    "optax": optax.__version__},
@@ -130,7 +132,7 @@ def run(cfg: Config, data: np.ndarray, *, reps: int = 5,
 
   # --- Inference: encode + decode of the same batches, on the devices --------
   if inference:
-    variables = {"params": state.params, **state.model_state}
+    variables = seed_variables(state, 0 if num_seeds > 1 else None)  # One model.
     apply = jax.jit(model.apply,
                     in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
                     out_shardings=parallel.batch_sharded(mesh))

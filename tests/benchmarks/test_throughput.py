@@ -163,6 +163,18 @@ def test_cli_bench(tmp_path, capsys):
   assert [r["batch_size"] for r in json.loads(out.read_text())["results"]] == [16]
 
 
+def test_cli_bench_many_seeds_counts_every_model(tmp_path):
+  out = tmp_path / "b.json"
+  status = cli.main(["bench", "--model.widths=16,4", "--batch_sizes=16", "--samples=32",
+                     "--reps=1", "--train.num_seeds=4", f"--json_out={out}"])
+  assert status == 0
+  (rec,) = json.loads(out.read_text())["results"]
+  assert rec["num_seeds"] == 4
+  train = rec["train"]  # Throughput summed over the 4 models.
+  assert train["samples_per_s"] * train["median_s"] == pytest.approx(4 * rec["samples_per_rep"])
+  assert rec["infer"]["samples_per_s"] > 0
+
+
 def test_cli_bench_needs_no_source_checkout(tmp_path):
   # Run where ``benchmarks/`` cannot be imported: the measurement is the library's.
   code = ("import sys; from flaxae import cli; "
