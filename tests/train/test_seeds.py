@@ -79,6 +79,7 @@ def alone():
     (4, 2, "shard_map", 0, 2),  # Two groups, each model data-parallel over 2 devices.
     (4, 2, "jit", 2, 2),
     (2, 4, "jit", 2, 2),        # Two models per device, vmapped side by side.
+    (2, 4, "shard_map", 0, 2),  # Two per device, one after the other (CPU's choice).
     (4, 3, "jit", 0, 1),        # 3 does not split over 4 devices: data-parallel models.
 ])
 def test_seeds_split_over_devices_equal_one_by_one(alone, devices, seeds, strategy,
