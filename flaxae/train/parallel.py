@@ -170,9 +170,8 @@ def make_train_chunk(step_fn: Callable, mesh: Mesh, strategy: str, *,
   data order from its own key), split over the mesh's ``seed`` groups by a
   ``shard_map`` over that axis (the ``data`` axis stays the step's own);
   inside a group ``lax.map`` trains its models ``seeds_vmapped`` at a time
-  (see :func:`seeds_per_vmap`). The steps
-  must lie in one epoch (the loop's schedule ends every chunk at an epoch
-  boundary).
+  (see :func:`seeds_per_vmap`). The steps must lie in one epoch (the loop's
+  schedule ends every chunk at an epoch boundary).
   """
   check_batch(batch_size, mesh, num_examples)
   steps_per_epoch = num_examples // batch_size
