@@ -23,7 +23,6 @@ table and writes JSON (``--out``).
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import statistics
 import time
@@ -34,8 +33,7 @@ import numpy as np
 from flaxae import io
 from flaxae.config import Config, ModelConfig, TrainConfig
 from flaxae.train import parallel
-from flaxae.train.loop import build
-from flaxae.train.step import train_step
+from flaxae.train.loop import setup
 
 
 def _runner(num_seeds: int, batch: int, data: np.ndarray, num_devices: int,
@@ -43,18 +41,10 @@ def _runner(num_seeds: int, batch: int, data: np.ndarray, num_devices: int,
   cfg = Config(model=ModelConfig(widths=(32,)),
                train=TrainConfig(batch_size=batch, num_devices=num_devices,
                                  num_seeds=num_seeds, seeds_vmapped=seeds_vmapped))
-  mesh = parallel.make_mesh(num_devices, num_seeds)
-  spe = len(data) // batch
-  model, objective, tx, init, abstract = build(cfg, data.shape[1:], spe, mesh)
-  sharding = jax.tree.map(lambda x: x.sharding, abstract)
-  step_fn = functools.partial(train_step, model=model, objective=objective, tx=tx,
-                              cfg=cfg.model)
-  chunk = parallel.make_train_chunk(step_fn, mesh, "jit", batch_size=batch,
-                                    num_examples=len(data), state_sharding=sharding,
-                                    num_seeds=num_seeds, seeds_vmapped=seeds_vmapped)
-  on_device = parallel.put(data, parallel.replicated(mesh))
-  state = jax.jit(init, out_shardings=sharding)()
-  return chunk, state, on_device, spe
+  built = setup(cfg, data.shape[1:], len(data))
+  on_device = parallel.put(data, parallel.replicated(built.mesh))
+  state = jax.jit(built.init, out_shardings=built.state_sharding)()
+  return built.chunk, state, on_device, len(data) // batch
 
 
 class Program:

@@ -13,7 +13,6 @@ PyTorch and Keras.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from typing import Any
 
@@ -29,8 +28,7 @@ from flaxae.config import Config, ModelConfig
 from flaxae.timing import (best_seconds, conv_macs, dense_macs, peak_rss_mb, steps_per_rep,
                            summarize, train_flops_per_sample)
 from flaxae.train import parallel
-from flaxae.train.loop import build, seed_variables
-from flaxae.train.step import train_step
+from flaxae.train.loop import seed_variables, setup
 
 
 def matmul_peak(n: int = 2048, repeats: int = 10) -> dict[str, Any]:
@@ -90,20 +88,13 @@ def run(cfg: Config, data: np.ndarray, *, reps: int = 5,
   cfg = config_lib.validate(cfg)
   bs, feature_shape = cfg.train.batch_size, tuple(data.shape[1:])
   num_seeds = cfg.train.num_seeds
-  mesh = parallel.make_mesh(cfg.train.num_devices, num_seeds)
   steps = len(data) // bs
   num_examples = steps * bs
   data = data[:num_examples]
-  model, objective, tx, init, abstract = build(cfg, feature_shape, steps, mesh)
-  state_sharding = jax.tree.map(lambda x: x.sharding, abstract)
-  step_fn = functools.partial(train_step, model=model, objective=objective, tx=tx,
-                              cfg=cfg.model, micro_batch_size=cfg.train.micro_batch_size)
-  chunk = parallel.make_train_chunk(step_fn, mesh, cfg.train.strategy, batch_size=bs,
-                                    num_examples=num_examples,
-                                    state_sharding=state_sharding, num_seeds=num_seeds,
-                                    seeds_vmapped=cfg.train.seeds_vmapped)
+  built = setup(cfg, feature_shape, num_examples)
+  mesh, model, chunk = built.mesh, built.model, built.chunk
   on_device = jax.device_put(data, parallel.replicated(mesh))
-  state = jax.jit(init, out_shardings=state_sharding)()
+  state = jax.jit(built.init, out_shardings=built.state_sharding)()
   jax.block_until_ready((state, on_device))
 
   # --- Training: the first call compiles, then `reps` steady epochs ---------

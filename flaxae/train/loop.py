@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -119,6 +119,41 @@ def build(cfg: Config, feature_shape: tuple[int, ...], steps_per_epoch: int,
   return model, objective, tx, init, abstract
 
 
+class Setup(NamedTuple):
+  """A run's devices, model, optimizer, pure step and jitted epoch chunk."""
+
+  mesh: jax.sharding.Mesh
+  model: Autoencoder
+  objective: Any
+  tx: Any
+  init: Callable[[], TrainState]  # Jit it with ``state_sharding`` to get the state.
+  abstract: TrainState  # Shapes, dtypes and shardings of the state.
+  state_sharding: Any
+  step_fn: Callable  # ``(state, batch) -> (state, metrics)``.
+  chunk: Callable  # See :func:`parallel.make_train_chunk`.
+
+
+def setup(cfg: Config, feature_shape: tuple[int, ...], num_examples: int) -> Setup:
+  """Everything ``cfg`` trains with on ``num_examples`` resident examples.
+
+  The mesh holds ``train.num_devices`` devices split for ``train.num_seeds``
+  models; the batch is checked against both. Nothing is compiled yet.
+  """
+  mesh = parallel.make_mesh(cfg.train.num_devices, cfg.train.num_seeds)
+  batch_size = cfg.train.batch_size
+  parallel.check_batch(batch_size, mesh, num_examples)
+  model, objective, tx, init, abstract = build(
+      cfg, feature_shape, num_examples // batch_size, mesh)
+  state_sharding = jax.tree.map(lambda x: x.sharding, abstract)
+  step_fn = functools.partial(train_step, model=model, objective=objective, tx=tx,
+                              cfg=cfg.model, micro_batch_size=cfg.train.micro_batch_size)
+  chunk = parallel.make_train_chunk(
+      step_fn, mesh, cfg.train.strategy, batch_size=batch_size,
+      num_examples=num_examples, state_sharding=state_sharding,
+      num_seeds=cfg.train.num_seeds, seeds_vmapped=cfg.train.seeds_vmapped)
+  return Setup(mesh, model, objective, tx, init, abstract, state_sharding, step_fn, chunk)
+
+
 class _EpochProfiler:
   """A ``jax.profiler`` trace of one epoch: the second (the first compiles), or
   the first when the run has only one."""
@@ -205,16 +240,15 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
     ds: Dataset = load_dataset(cfg.data)
     train_set, test_x, feature_shape = ds.train_x, ds.test_x, ds.feature_shape
   num_train, batch_size = len(train_set), cfg.train.batch_size
-  mesh = parallel.make_mesh(cfg.train.num_devices, cfg.train.num_seeds)
-  parallel.check_batch(batch_size, mesh, num_train)
+  built = setup(cfg, feature_shape, num_train)
+  mesh, model, objective, state_sharding = (built.mesh, built.model, built.objective,
+                                            built.state_sharding)
   steps_per_epoch = num_train // batch_size
   schedule = Schedule(
       steps_per_epoch=steps_per_epoch,
       total_steps=steps_per_epoch * cfg.train.epochs,
       steps_per_call=cfg.train.steps_per_call,
       checkpoint_every=cfg.checkpoint.every_steps)
-  model, objective, tx, init, abstract = build(
-      cfg, feature_shape, schedule.steps_per_epoch, mesh)
 
   # --- Run directory ----------------------------------------------------------
   if main_process:
@@ -227,14 +261,7 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
         "fingerprint": config_lib.fingerprint(cfg),
     })
 
-  # --- Compiled step and the data on the devices ---------------------------
-  step_fn = functools.partial(train_step, model=model, objective=objective, tx=tx,
-                              cfg=cfg.model, micro_batch_size=cfg.train.micro_batch_size)
-  state_sharding = jax.tree.map(lambda x: x.sharding, abstract)
-  chunk = parallel.make_train_chunk(
-      step_fn, mesh, cfg.train.strategy, batch_size=batch_size,
-      num_examples=num_train, state_sharding=state_sharding,
-      num_seeds=cfg.train.num_seeds, seeds_vmapped=cfg.train.seeds_vmapped)
+  # --- Evaluation ---------------------------------------------------------------
   eval_jit = parallel.make_eval(
       functools.partial(eval_step, model=model, objective=objective, cfg=cfg.model,
                         rng=jax.random.key(cfg.train.seed),
@@ -245,14 +272,14 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
   ckpt = Checkpointer(run_dir / CHECKPOINT_DIR, keep=cfg.checkpoint.keep)
   logger = MetricsLogger(run_dir, enabled=main_process)
   if ckpt.latest_step() is not None:
-    state, _ = ckpt.restore(abstract)
+    state, _ = ckpt.restore(built.abstract)
   else:
-    state = jax.jit(init, out_shardings=state_sharding)()
+    state = jax.jit(built.init, out_shardings=state_sharding)()
   step = state.steps_done
   history = logger.truncate(step)
   if cfg.data.stream:
     stream_chunk = parallel.make_stream_chunk(
-        step_fn, mesh, cfg.train.strategy, state_sharding=state_sharding,
+        built.step_fn, mesh, cfg.train.strategy, state_sharding=state_sharding,
         prepare=train_set.on_device)
     run_key = jax.device_get(state.rng)
     feeder = stream.Feeder(
@@ -262,7 +289,7 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
   else:
     feeder = None
     train_data = parallel.put(train_set, parallel.replicated(mesh))
-    run_chunk = lambda state, step, n: chunk(state, train_data, n)
+    run_chunk = lambda state, step, n: built.chunk(state, train_data, n)
 
   # --- Loop -----------------------------------------------------------------
   bar = tqdm(total=schedule.total_steps, initial=step, unit="step",

@@ -10,8 +10,8 @@ import numpy as np
 from flaxae.config import Config, DataConfig, ModelConfig, TrainConfig
 from flaxae.data import load_dataset
 from flaxae.train import parallel
-from flaxae.train.loop import build
-from flaxae.train.step import eval_step, summarize_eval, train_step
+from flaxae.train.loop import setup
+from flaxae.train.step import eval_step, summarize_eval
 
 
 # XLA's CPU compiler without its expensive LLVM passes: compiles ~40 % faster,
@@ -55,20 +55,14 @@ class Trainer:
     self.cfg = Config(model=model, train=TrainConfig(
         strategy=strategy, num_devices=num_devices, batch_size=batch_size, epochs=1000,
         learning_rate=learning_rate, seed=seed))
-    self.mesh = parallel.make_mesh(num_devices)
     self.steps_per_epoch = len(data) // batch_size
-    self.module, objective, tx, init, abstract = build(
-        self.cfg, data.shape[1:], self.steps_per_epoch, self.mesh)
-    sharding = jax.tree.map(lambda x: x.sharding, abstract)
+    built = setup(self.cfg, data.shape[1:], len(data))
+    self.mesh, self.module, self._chunk = built.mesh, built.model, built.chunk
+    sharding = built.state_sharding
     if state is None:  # Born sharded, as in the loop.
-      self.state = fast(jax.jit(init, out_shardings=sharding))()
+      self.state = fast(jax.jit(built.init, out_shardings=sharding))()
     else:  # Another trainer's initial state (saves compiling the init again).
       self.state = jax.device_put(state, sharding)
-    step_fn = functools.partial(train_step, model=self.module, objective=objective,
-                                tx=tx, cfg=self.cfg.model)
-    self._chunk = parallel.make_train_chunk(
-        step_fn, self.mesh, strategy, batch_size=batch_size, num_examples=len(data),
-        state_sharding=sharding)
     self._chunks = {}
     self._data = jax.device_put(data, parallel.replicated(self.mesh))
     self.metrics: dict[str, float] = {}

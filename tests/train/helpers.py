@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import numpy as np
 
 from flaxae.config import Config, ModelConfig, TrainConfig
 from flaxae.train import parallel
-from flaxae.train.loop import build
-from flaxae.train.step import train_step
+from flaxae.train.loop import setup
 
 
 def rel_diff(a, b) -> float:
@@ -28,19 +25,11 @@ def trained_state(data: np.ndarray, *, strategy="jit", num_devices=1, steps=20,
   train = train or TrainConfig(strategy=strategy, num_devices=num_devices,
                                batch_size=batch_size, epochs=max(1, steps))
   cfg = Config(model=model, train=train)
-  mesh = parallel.make_mesh(train.num_devices, train.num_seeds)
   spe = len(data) // train.batch_size
-  _, _, _, init, abstract = build(cfg, data.shape[1:], spe, mesh)
-  model_, objective, tx, _, _ = build(cfg, data.shape[1:], spe, mesh)
-  sharding = jax.tree.map(lambda x: x.sharding, abstract)
-  state = jax.jit(init, out_shardings=sharding)()
-  step_fn = functools.partial(train_step, model=model_, objective=objective, tx=tx,
-                              cfg=cfg.model)
-  chunk = parallel.make_train_chunk(step_fn, mesh, train.strategy,
-                                    batch_size=train.batch_size, num_examples=len(data),
-                                    state_sharding=sharding, num_seeds=train.num_seeds,
-                                    seeds_vmapped=train.seeds_vmapped)
-  on_device = jax.device_put(data, parallel.replicated(mesh))
+  built = setup(cfg, data.shape[1:], len(data))
+  state = jax.jit(built.init, out_shardings=built.state_sharding)()
+  chunk = built.chunk
+  on_device = jax.device_put(data, parallel.replicated(built.mesh))
   if chunks is None:  # A compiled chunk stays inside one epoch, as in the loop.
     chunks = [min(spe, steps - i) for i in range(0, steps, spe)]
   for n in chunks:
