@@ -26,6 +26,7 @@ import argparse
 import os
 import statistics
 import time
+from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
@@ -44,7 +45,19 @@ def _runner(num_seeds: int, batch: int, data: np.ndarray, num_devices: int,
   built = setup(cfg, data.shape[1:], len(data))
   on_device = parallel.put(data, parallel.replicated(built.mesh))
   state = jax.jit(built.init, out_shardings=built.state_sharding)()
-  return built.chunk, state, on_device, len(data) // batch
+  orders = parallel.EpochOrders(state.rng, len(data), batch, built.mesh, num_seeds)
+  return Run(built.chunk, state, on_device, orders, len(data) // batch)
+
+
+class Run(NamedTuple):
+  """One compiled program, its state and data, and the epochs it trained."""
+
+  chunk: Callable
+  state: Any
+  data: jax.Array
+  orders: parallel.EpochOrders
+  steps_per_epoch: int
+  epochs: int = 0
 
 
 class Program:
@@ -61,9 +74,10 @@ class Program:
   def epoch(self) -> float:
     """Seconds of one epoch of every program."""
     t = time.perf_counter()
-    for i, (chunk, state, on_device, spe) in enumerate(self.runs):
-      state, _ = chunk(state, on_device, spe)
-      self.runs[i] = (chunk, jax.block_until_ready(state), on_device, spe)
+    for i, run in enumerate(self.runs):
+      spe = run.steps_per_epoch
+      state, _ = run.chunk(run.state, run.data, run.orders(run.epochs * spe), spe)
+      self.runs[i] = run._replace(state=jax.block_until_ready(state), epochs=run.epochs + 1)
     return time.perf_counter() - t
 
 

@@ -95,17 +95,19 @@ def run(cfg: Config, data: np.ndarray, *, reps: int = 5,
   mesh, model, chunk = built.mesh, built.model, built.chunk
   on_device = jax.device_put(data, parallel.replicated(mesh))
   state = jax.jit(built.init, out_shardings=built.state_sharding)()
+  orders = parallel.EpochOrders(state.rng, num_examples, bs, mesh, num_seeds)
   jax.block_until_ready((state, on_device))
 
-  # --- Training: the first call compiles, then `reps` steady epochs ---------
+  # --- Training: the first call compiles, then `reps` steady epochs, each
+  # drawing its data order as the loop does ----------------------------------
   t0 = time.perf_counter()
-  state, metrics = chunk(state, on_device, steps)
+  state, metrics = chunk(state, on_device, orders(0), steps)
   jax.block_until_ready(state)
   first = time.perf_counter() - t0
   times = []
-  for _ in range(reps):
+  for rep in range(1, reps + 1):
     t0 = time.perf_counter()
-    state, metrics = chunk(state, on_device, steps)
+    state, metrics = chunk(state, on_device, orders(rep * steps), steps)
     jax.block_until_ready(state)
     times.append(time.perf_counter() - t0)
   train = summarize(times, num_examples * num_seeds)  # Summed over the seeds' models.

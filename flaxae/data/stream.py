@@ -2,7 +2,7 @@
 
 The training images stay in a ``.npy`` or uncompressed IDX file mapped into
 memory; only the rows of the batches being trained on are read. The order is
-the same permutation the resident path draws on the devices
+the same permutation the resident path uses
 (:func:`flaxae.train.parallel.epoch_order`), so for the same seed a streamed
 run computes the same steps as an in-memory one. Each process reads only the
 rows of its own devices' shards of every global batch, and a background
@@ -168,13 +168,8 @@ class Feeder:
         shape, self.sharding, lambda index: self.data.transfer_rows(positions[index[:2]]))
 
   def prefetch(self, step: int, length: int) -> None:
-    """Starts reading the chunk of ``length`` steps from ``step``.
-
-    The epoch's order is drawn here, in the calling thread, before the loop
-    dispatches the chunk that trains meanwhile: drawn from the reading thread,
-    the permutation (a computation on the device) would queue behind that
-    whole chunk, and the reading could not overlap the training at all.
-    """
+    """Starts reading the chunk of ``length`` steps from ``step`` in the
+    background (the epoch's order is drawn here, in the calling thread)."""
     if (step, length) not in self._pending and length > 0:
       self._pending[(step, length)] = self._pool.submit(
           self._build, self._positions(step, length))

@@ -277,19 +277,17 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
     state = jax.jit(built.init, out_shardings=state_sharding)()
   step = state.steps_done
   history = logger.truncate(step)
-  if cfg.data.stream:
+  orders = parallel.EpochOrders(state.rng, num_train, batch_size, mesh, cfg.train.num_seeds)
+  if cfg.data.stream:  # The same orders, read from the file by the host.
     stream_chunk = parallel.make_stream_chunk(
         built.step_fn, mesh, cfg.train.strategy, state_sharding=state_sharding,
         prepare=train_set.on_device)
-    run_key = jax.device_get(state.rng)
-    feeder = stream.Feeder(
-        train_set, lambda epoch: parallel.epoch_order(run_key, epoch, num_train),
-        batch_size, parallel.chunk_sharding(mesh))
+    feeder = stream.Feeder(train_set, orders.host, batch_size, parallel.chunk_sharding(mesh))
     run_chunk = lambda state, step, n: stream_chunk(state, feeder.get(step, n))
   else:
     feeder = None
     train_data = parallel.put(train_set, parallel.replicated(mesh))
-    run_chunk = lambda state, step, n: built.chunk(state, train_data, n)
+    run_chunk = lambda state, step, n: built.chunk(state, train_data, orders(step), n)
 
   # --- Loop -----------------------------------------------------------------
   bar = tqdm(total=schedule.total_steps, initial=step, unit="step",

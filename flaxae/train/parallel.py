@@ -8,9 +8,11 @@ Two strategies run the same pure :func:`~flaxae.train.step.train_step`:
   step on its shard and ``lax.pmean`` averages gradients explicitly.
 
 Many steps are fused into one compiled call with ``lax.scan``. The training
-set lives on the devices (replicated) and each epoch's order is a permutation
-drawn on device from the run key and the epoch number, so the position in the
-data order is the step counter alone.
+set lives on the devices (replicated). Each epoch's order is a permutation
+drawn on the host from the run key and the epoch number (:class:`EpochOrders`;
+XLA's sort-based shuffle took 27 ms per 60,000 examples on a CPU, NumPy's
+0.6 ms) and sent to the devices once per epoch, so the position in the data
+order is the step counter alone.
 
 The mesh has two axes, ``seed`` and ``data``. A single model uses ``data``
 alone (``seed`` has size 1). Independent models (``train.num_seeds``) are
@@ -109,10 +111,49 @@ def check_batch(batch_size: int, mesh: Mesh, num_examples: int) -> None:
         f"({num_examples} examples); lower train.batch_size")
 
 
-def epoch_order(rng: jnp.ndarray, epoch: jnp.ndarray, num_examples: int) -> jnp.ndarray:
-  """The permutation of the training set used in ``epoch``."""
-  key = jax.random.fold_in(jax.random.wrap_key_data(rng), _DATA_ORDER_TAG)
-  return jax.random.permutation(jax.random.fold_in(key, epoch), num_examples)
+def epoch_order(rng, epoch: int, num_examples: int) -> np.ndarray:
+  """The permutation of the training set used in ``epoch``, drawn on the host.
+
+  ``rng`` is one model's raw key data (``TrainState.rng``); the same key and
+  epoch give the same order on every process and every run.
+  """
+  words = [int(w) for w in np.asarray(rng, np.uint32).ravel()]
+  seq = np.random.SeedSequence([*words, _DATA_ORDER_TAG, int(epoch)])
+  return np.random.default_rng(seq).permutation(num_examples).astype(np.int32)
+
+
+class EpochOrders:
+  """Each epoch's data order on the devices, for :func:`make_train_chunk`.
+
+  ``orders(step)`` is the permutation of ``step``'s epoch: drawn on the host
+  from the models' keys (``rng``: a state's ``rng``, ``(S, k)`` for stacked
+  models) and put on the mesh once per epoch, replicated, or split over the
+  ``seed`` groups with the models.
+  """
+
+  def __init__(self, rng, num_examples: int, batch_size: int, mesh: Mesh,
+               num_seeds: int = 1):
+    self.keys = np.asarray(jax.device_get(fetch(rng)), np.uint32).reshape(num_seeds, -1)
+    self.num_examples, self.steps_per_epoch = num_examples, num_examples // batch_size
+    self.sharding = order_sharding(mesh, num_seeds)
+    self.stacked = num_seeds > 1
+    self._epoch, self._order = None, None
+
+  def host(self, epoch: int) -> np.ndarray:
+    """Epoch ``epoch``'s order as a host array (``(S, N)`` for stacked models)."""
+    orders = [epoch_order(k, epoch, self.num_examples) for k in self.keys]
+    return np.stack(orders) if self.stacked else orders[0]
+
+  def __call__(self, step: int) -> jax.Array:
+    epoch = int(step) // self.steps_per_epoch
+    if epoch != self._epoch:
+      self._epoch, self._order = epoch, put(self.host(epoch), self.sharding)
+    return self._order
+
+
+def order_sharding(mesh: Mesh, num_seeds: int = 1) -> NamedSharding:
+  """Where an epoch's order lives: with every device, or with its models' group."""
+  return seed_sharded(mesh) if num_seeds > 1 else replicated(mesh)
 
 
 def per_device_step(step_fn: Callable, mesh: Mesh, strategy: str) -> Callable:
@@ -162,12 +203,14 @@ def seeds_per_vmap(requested: int, num_local: int, num_groups: int = 1) -> int |
 def make_train_chunk(step_fn: Callable, mesh: Mesh, strategy: str, *,
                      batch_size: int, num_examples: int, state_sharding,
                      num_seeds: int = 1, seeds_vmapped: int = 0) -> Callable:
-  """A jitted ``chunk(state, data, length) -> (state, metrics)``.
+  """A jitted ``chunk(state, data, order, length) -> (state, metrics)``.
 
-  Runs ``length`` (static) steps from ``state.step`` with ``lax.scan``;
-  ``metrics`` are the chunk's means. ``state`` is donated. With
-  ``num_seeds > 1`` the state has a leading seed axis (each seed has its own
-  data order from its own key), split over the mesh's ``seed`` groups by a
+  Runs ``length`` (static) steps from ``state.step`` with ``lax.scan``, on
+  the batches that ``order`` (the epoch's permutation, :class:`EpochOrders`)
+  picks from the resident ``data``; ``metrics`` are the chunk's means.
+  ``state`` is donated. With ``num_seeds > 1`` the state has a leading seed
+  axis (each seed has its own data order from its own key: ``order`` is
+  ``(S, N)``), split over the mesh's ``seed`` groups by a
   ``shard_map`` over that axis (the ``data`` axis stays the step's own);
   inside a group ``lax.map`` trains its models ``seeds_vmapped`` at a time
   (see :func:`seeds_per_vmap`). The steps must lie in one epoch (the loop's
@@ -177,10 +220,8 @@ def make_train_chunk(step_fn: Callable, mesh: Mesh, strategy: str, *,
   steps_per_epoch = num_examples // batch_size
   step = per_device_step(step_fn, mesh, strategy)
 
-  def chunk(state, data, length):
-    epoch = state.step // steps_per_epoch
+  def chunk(state, data, order, length):
     start = (state.step % steps_per_epoch) * batch_size
-    order = epoch_order(state.rng, epoch, num_examples)
 
     def body(state, i):
       idx = lax.dynamic_slice(order, (start + i * batch_size,), (batch_size,))
@@ -196,21 +237,23 @@ def make_train_chunk(step_fn: Callable, mesh: Mesh, strategy: str, *,
   local = num_seeds // groups
   per_vmap = seeds_per_vmap(seeds_vmapped, local, groups)
 
-  def chunks(state, data, length):
+  def chunks(state, data, order, length):
     if num_seeds == 1:
-      return chunk(state, data, length)
+      return chunk(state, data, order, length)
     # Independent models stacked on a leading axis: one program trains all.
-    # Each seed group gets its S/groups models (no communication between
-    # groups) and the whole training set.
-    def group(states, data):
-      return lax.map(lambda s: chunk(s, data, length), states, batch_size=per_vmap)
+    # Each seed group gets its S/groups models and their orders (no
+    # communication between groups) and the whole training set.
+    def group(states, data, orders):
+      return lax.map(lambda so: chunk(so[0], data, so[1], length), (states, orders),
+                     batch_size=per_vmap)
 
-    return jax.shard_map(group, mesh=mesh, in_specs=(P(SEED_AXIS), P()),
+    return jax.shard_map(group, mesh=mesh, in_specs=(P(SEED_AXIS), P(), P(SEED_AXIS)),
                          out_specs=P(SEED_AXIS), axis_names={SEED_AXIS},
-                         check_vma=False)(state, data)
+                         check_vma=False)(state, data, order)
 
-  return jax.jit(chunks, static_argnums=2, donate_argnums=0,
-                 in_shardings=(state_sharding, replicated(mesh)),
+  return jax.jit(chunks, static_argnums=3, donate_argnums=0,
+                 in_shardings=(state_sharding, replicated(mesh),
+                               order_sharding(mesh, num_seeds)),
                  out_shardings=(state_sharding, replicated(mesh)))
 
 

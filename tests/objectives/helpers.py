@@ -65,19 +65,22 @@ class Trainer:
       self.state = jax.device_put(state, sharding)
     self._chunks = {}
     self._data = jax.device_put(data, parallel.replicated(self.mesh))
+    self._orders = parallel.EpochOrders(self.state.rng, len(data), batch_size, self.mesh)
+    self.step = 0
     self.metrics: dict[str, float] = {}
     self._evals: dict[str, object] = {}
 
   def advance(self, steps: int) -> Trainer:
-    """Trains ``steps`` more steps, in chunks of at most one epoch."""
+    """Trains ``steps`` more steps, in chunks that end at epoch boundaries."""
     done = 0
     while done < steps:
-      n = min(steps - done, self.steps_per_epoch)
+      n = min(steps - done, self.steps_per_epoch - self.step % self.steps_per_epoch)
       if n not in self._chunks:
         self._chunks[n] = fast(self._chunk, n)
-      self.state, metrics = self._chunks[n](self.state, self._data)
+      self.state, metrics = self._chunks[n](self.state, self._data, self._orders(self.step))
       self.metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
       done += n
+      self.step += n
     return self
 
   def epochs(self, n: int) -> Trainer:

@@ -28,10 +28,13 @@ def trained_state(data: np.ndarray, *, strategy="jit", num_devices=1, steps=20,
   spe = len(data) // train.batch_size
   built = setup(cfg, data.shape[1:], len(data))
   state = jax.jit(built.init, out_shardings=built.state_sharding)()
-  chunk = built.chunk
+  orders = parallel.EpochOrders(state.rng, len(data), train.batch_size, built.mesh,
+                                train.num_seeds)
   on_device = jax.device_put(data, parallel.replicated(built.mesh))
   if chunks is None:  # A compiled chunk stays inside one epoch, as in the loop.
     chunks = [min(spe, steps - i) for i in range(0, steps, spe)]
+  done = 0
   for n in chunks:
-    state, _ = chunk(state, on_device, n)
+    state, _ = built.chunk(state, on_device, orders(done), n)
+    done += n
   return state

@@ -71,3 +71,26 @@ def test_epoch_order_is_a_permutation_that_changes_per_epoch():
   assert sorted(a) == list(range(50)) and sorted(b) == list(range(50))
   assert not np.array_equal(a, b)
   np.testing.assert_array_equal(a, parallel.epoch_order(rng, 0, 50))
+
+
+def test_epoch_order_differs_between_keys():
+  a = parallel.epoch_order(jax.random.key_data(jax.random.key(3)), 0, 50)
+  b = parallel.epoch_order(jax.random.key_data(jax.random.key(4)), 0, 50)
+  assert a.dtype == np.int32 and not np.array_equal(a, b)
+
+
+def test_epoch_orders_follow_the_step_and_each_models_key():
+  keys = jax.vmap(lambda i: jax.random.key_data(jax.random.key(i)))(np.arange(4))
+  spe = 5  # 50 examples, batch 10.
+  orders = parallel.EpochOrders(keys, 50, 10, parallel.make_mesh(4, num_seeds=4), 4)
+  first = orders(0)
+  assert first.shape == (4, 50) and first.sharding.spec == parallel.seed_sharded(
+      first.sharding.mesh).spec
+  for s in range(4):  # Model s draws from its own key.
+    np.testing.assert_array_equal(np.asarray(first[s]), parallel.epoch_order(keys[s], 0, 50))
+  assert orders(spe - 1) is first  # Put on the devices once per epoch.
+  np.testing.assert_array_equal(np.asarray(orders(spe)[2]),
+                                parallel.epoch_order(keys[2], 1, 50))
+  single = parallel.EpochOrders(keys[1], 50, 10, parallel.make_mesh(4))
+  assert single(0).shape == (50,) and single(0).sharding.is_fully_replicated
+  np.testing.assert_array_equal(np.asarray(single(12)), parallel.epoch_order(keys[1], 2, 50))
