@@ -79,3 +79,9 @@ def test_micro_batches_refused_for_whole_batch_statistics():
   # The whole batch, or the automatic choice, is fine.
   config_lib.validate(dataclasses.replace(cfg, train=TrainConfig(micro_batch_size=128)))
   config_lib.validate(dataclasses.replace(cfg, train=TrainConfig(micro_batch_size=0)))
+
+
+def test_validate_checks_choices_of_a_config_built_in_code():
+  cfg = Config(train=TrainConfig(cpu_matmuls="mkl"))
+  with pytest.raises(ConfigError, match="TrainConfig.cpu_matmuls must be one of xla, eigen"):
+    config_lib.validate(cfg)
