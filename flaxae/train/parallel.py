@@ -200,9 +200,17 @@ def seeds_per_vmap(requested: int, num_local: int, num_groups: int = 1) -> int |
   return None if k == 1 else k
 
 
+def compiler_options(cpu_matmuls: str = "xla") -> dict[str, str] | None:
+  """XLA options for ``train.cpu_matmuls`` on this backend (None: XLA's defaults)."""
+  if cpu_matmuls == "eigen" and jax.default_backend() == "cpu":
+    return {"xla_cpu_experimental_ynn_fusion_type": ""}  # No YNNPACK fusions.
+  return None
+
+
 def make_train_chunk(step_fn: Callable, mesh: Mesh, strategy: str, *,
                      batch_size: int, num_examples: int, state_sharding,
-                     num_seeds: int = 1, seeds_vmapped: int = 0) -> Callable:
+                     num_seeds: int = 1, seeds_vmapped: int = 0,
+                     options: dict[str, str] | None = None) -> Callable:
   """A jitted ``chunk(state, data, order, length) -> (state, metrics)``.
 
   Runs ``length`` (static) steps from ``state.step`` with ``lax.scan``, on
@@ -214,7 +222,8 @@ def make_train_chunk(step_fn: Callable, mesh: Mesh, strategy: str, *,
   ``shard_map`` over that axis (the ``data`` axis stays the step's own);
   inside a group ``lax.map`` trains its models ``seeds_vmapped`` at a time
   (see :func:`seeds_per_vmap`). The steps must lie in one epoch (the loop's
-  schedule ends every chunk at an epoch boundary).
+  schedule ends every chunk at an epoch boundary). ``options``: XLA compiler
+  options (:func:`compiler_options`).
   """
   check_batch(batch_size, mesh, num_examples)
   steps_per_epoch = num_examples // batch_size
@@ -254,7 +263,8 @@ def make_train_chunk(step_fn: Callable, mesh: Mesh, strategy: str, *,
   return jax.jit(chunks, static_argnums=3, donate_argnums=0,
                  in_shardings=(state_sharding, replicated(mesh),
                                order_sharding(mesh, num_seeds)),
-                 out_shardings=(state_sharding, replicated(mesh)))
+                 out_shardings=(state_sharding, replicated(mesh)),
+                 compiler_options=options)
 
 
 def chunk_sharding(mesh: Mesh) -> NamedSharding:
@@ -263,7 +273,8 @@ def chunk_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def make_stream_chunk(step_fn: Callable, mesh: Mesh, strategy: str, *,
-                      state_sharding, prepare: Callable | None = None) -> Callable:
+                      state_sharding, prepare: Callable | None = None,
+                      options: dict[str, str] | None = None) -> Callable:
   """A jitted ``chunk(state, batches) -> (state, metrics)`` over host-read
   batches ``(L, B, ...)``: the streaming twin of :func:`make_train_chunk`,
   running the same step on the same batches. ``prepare`` turns each batch as
@@ -278,7 +289,8 @@ def make_stream_chunk(step_fn: Callable, mesh: Mesh, strategy: str, *,
 
   return jax.jit(chunk, donate_argnums=0,
                  in_shardings=(state_sharding, chunk_sharding(mesh)),
-                 out_shardings=(state_sharding, replicated(mesh)))
+                 out_shardings=(state_sharding, replicated(mesh)),
+                 compiler_options=options)
 
 
 def make_eval(eval_fn: Callable, mesh: Mesh) -> Callable:

@@ -94,3 +94,21 @@ def test_epoch_orders_follow_the_step_and_each_models_key():
   single = parallel.EpochOrders(keys[1], 50, 10, parallel.make_mesh(4))
   assert single(0).shape == (50,) and single(0).sharding.is_fully_replicated
   np.testing.assert_array_equal(np.asarray(single(12)), parallel.epoch_order(keys[1], 2, 50))
+
+
+def test_eigen_matmuls_leave_out_ynnpack_and_train_the_same_model(one_device):
+  from flaxae.config import Config, TrainConfig  # pylint: disable=import-outside-toplevel
+  from flaxae.train.loop import setup  # pylint: disable=import-outside-toplevel
+
+  def hlo(cpu_matmuls):
+    train = TrainConfig(num_devices=1, batch_size=32, cpu_matmuls=cpu_matmuls)
+    built = setup(Config(model=ModelConfig(widths=(32, 8)), train=train), DATA.shape[1:],
+                  len(DATA))
+    state = jax.eval_shape(built.init)
+    order = jax.ShapeDtypeStruct((len(DATA),), np.int32)
+    return built.chunk.lower(state, DATA, order, 2).compile().as_text()
+
+  assert "__ynn_fusion" in hlo("xla") and "__ynn_fusion" not in hlo("eigen")
+  train = TrainConfig(num_devices=1, batch_size=32, epochs=20, cpu_matmuls="eigen")
+  eigen = trained_state(DATA, steps=20, train=train)
+  assert rel_diff(eigen.params, one_device.params) <= 1e-5
