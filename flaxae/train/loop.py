@@ -328,10 +328,10 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
               "train.learning_rate, set train.clip_norm, or check the data")
         if step % schedule.steps_per_epoch == 0:
           seconds = time.perf_counter() - epoch_start
-          test = [parallel.evaluate(eval_jit, seed_variables(state, i), test_x,
+          test = [parallel.evaluate(eval_jit, variables, test_x,
                                     cfg.train.eval_batch_size, mesh.devices.size,
                                     summarize)
-                  for i in range(cfg.train.num_seeds)]
+                  for variables in each_seed_variables(state)]
           record = {
               "step": step, "epoch": step // schedule.steps_per_epoch,
               **across_seeds({f"train/{k}": v / epoch_steps for k, v in epoch_sums.items()}),
@@ -378,6 +378,16 @@ def seed_variables(state: TrainState, index: int | None) -> dict[str, Any]:
   if index is None or state.step.ndim == 0:
     return variables
   return jax.tree.map(lambda x: x[index], parallel.fetch(variables))
+
+
+def each_seed_variables(state: TrainState) -> list[dict[str, Any]]:
+  """Every model's variables (a list of one for an unstacked state), gathered
+  from the processes once for all of them; every process must call it."""
+  variables = {"params": state.params, **state.model_state}
+  if state.step.ndim == 0:
+    return [variables]
+  stacked = parallel.fetch(variables)
+  return [jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(state.step.shape[0])]
 
 
 def across_seeds(figures: dict[str, Any]) -> dict[str, Any]:

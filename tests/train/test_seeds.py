@@ -9,7 +9,7 @@ from jax.sharding import PartitionSpec as P
 
 import flaxae
 from flaxae.config import CheckpointConfig, Config, DataConfig, ModelConfig, TrainConfig
-from flaxae.train.loop import train_and_evaluate
+from flaxae.train.loop import each_seed_variables, seed_variables, train_and_evaluate
 
 from tests.train.helpers import rel_diff, trained_state
 
@@ -103,3 +103,13 @@ def test_seeds_per_vmap_choice():
   assert parallel.seeds_per_vmap(1, 4) is None
   assert parallel.seeds_per_vmap(2, 4) == 2
   assert parallel.seeds_per_vmap(8, 4) == 4
+
+
+def test_each_seed_variables_are_the_models_one_by_one(together):
+  state = together.state
+  models = each_seed_variables(state)
+  assert len(models) == 3
+  for i, variables in enumerate(models):
+    jax.tree.map(np.testing.assert_array_equal, variables, seed_variables(state, i))
+  single = jax.tree.map(lambda x: x[0], state)
+  assert len(each_seed_variables(single)) == 1
