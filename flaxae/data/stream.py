@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flaxae.config import DataConfig
+from flaxae.data.compact import byte_values
 from flaxae.data.dataset import normalize, split_indices
 from flaxae.data.idx import memmap_idx
 from flaxae.errors import ConfigError, DataError, ShapeError
@@ -82,7 +83,7 @@ class MappedSet:
 
   def rows_of_bytes(self) -> np.ndarray:
     """The float32 example value of each byte 0…255, as :meth:`rows` makes it."""
-    table = normalize(np.arange(256, dtype=np.uint8).reshape(1, 256), "bytes")[0]
+    table = byte_values()
     return (table >= 0.5).astype(np.float32) if self.binarize else table
 
 
