@@ -4,9 +4,8 @@ Images that came as uint8 (MNIST, Fashion-MNIST, most image files) normalise to
 the float32 values ``k / 255``. Kept on the devices as the bytes ``k``, the
 training set takes a quarter of the memory on every device that holds a replica,
 and each batch gather moves a quarter of the bytes; the compiled step turns a
-batch back into exactly the float32 values the host's normalisation gives,
-through a 256-entry table (an on-device division by 255 may be compiled as a
-multiplication by 1/255, which rounds differently). Needs numpy only.
+batch back into exactly the float32 values the host's normalisation gives
+(:func:`flaxae.train.parallel.examples`). Needs numpy only.
 """
 
 from __future__ import annotations
