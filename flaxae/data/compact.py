@@ -28,7 +28,6 @@ def to_bytes(x: np.ndarray) -> np.ndarray | None:
   x = np.asarray(x)
   if x.dtype != np.float32 or x.size == 0:
     return None
-  table = byte_values().view(np.uint32)
   out = np.empty(x.shape, np.uint8)
   rows_in, rows_out = x.reshape(len(x), -1), out.reshape(len(out), -1)
   for i in range(0, len(x), _BLOCK):
@@ -37,7 +36,9 @@ def to_bytes(x: np.ndarray) -> np.ndarray | None:
     if q.min() < 0 or q.max() > 255:
       return None
     q = q.astype(np.uint8)
-    if not np.array_equal(table[q], block.view(np.uint32)):
+    # As normalize turns a byte into its value (bit for bit; -0.0 is no byte's).
+    value = q.astype(np.float32) / np.float32(255.0)
+    if not np.array_equal(value.view(np.uint32), block.view(np.uint32)):
       return None
     rows_out[i:i + _BLOCK] = q
   return out
