@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flaxae.config import DataConfig
-from flaxae.data.compact import byte_values
+from flaxae.data.compact import decode
 from flaxae.data.dataset import normalize, split_indices
 from flaxae.data.idx import memmap_idx
 from flaxae.errors import ConfigError, DataError, ShapeError
@@ -73,18 +73,12 @@ class MappedSet:
 
   def on_device(self, x: jnp.ndarray) -> jnp.ndarray:
     """Float32 examples from a batch of :meth:`transfer_rows`, bit for bit as
-    :meth:`rows` computes them: each byte looks up the value the host's
-    normalisation gives it (an on-device division by 255 may be compiled as a
-    multiplication by 1/255, which rounds differently)."""
+    :meth:`rows` computes them (:func:`flaxae.data.compact.decode`)."""
     if x.dtype != jnp.uint8:
       return x
-    table = self.rows_of_bytes()
-    return jnp.asarray(table)[x.astype(jnp.int32)]
-
-  def rows_of_bytes(self) -> np.ndarray:
-    """The float32 example value of each byte 0…255, as :meth:`rows` makes it."""
-    table = byte_values()
-    return (table >= 0.5).astype(np.float32) if self.binarize else table
+    if self.binarize:  # Byte k's value is ≥ 0.5 exactly from k = 128.
+      return (x >= 128).astype(jnp.float32)
+    return decode(x)
 
 
 def open_mapped(cfg: DataConfig, seed: int | None = None) -> tuple[MappedSet, np.ndarray]:

@@ -9,7 +9,7 @@ Two strategies run the same pure :func:`~flaxae.train.step.train_step`:
 
 Many steps are fused into one compiled call with ``lax.scan``. The training
 set lives on the devices (replicated; as bytes when it came as bytes, see
-:func:`examples`). Each epoch's order is a permutation drawn on the host from
+:mod:`flaxae.data.compact`). Each epoch's order is a permutation drawn on the host from
 the run key and the epoch number (:class:`EpochOrders`; XLA's sort-based
 shuffle took 24 ms per 60,000 examples on a CPU, NumPy's 0.75 ms with the
 transfer) and sent to the devices once per epoch, so the position in the data
@@ -36,6 +36,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from flaxae.data import compact
 from flaxae.errors import ConfigError, ShapeError
 
 DATA_AXIS = "data"
@@ -152,26 +153,6 @@ class EpochOrders:
     return self._order
 
 
-def examples(batch: jnp.ndarray) -> jnp.ndarray:
-  """A gathered batch as float32 examples; resident bytes
-  (:func:`flaxae.data.compact.compact`) become exactly the values the host's
-  normalisation gives them.
-
-  ``k / 255`` is ``m·2⁻¹⁶·(1 + 2⁻¹⁶ + 2⁻³² + …)`` with ``m = 257·k`` (exact in
-  float32): three exact products summed smallest first round to the correctly
-  rounded quotient for every byte (tested exhaustively). XLA compiles a
-  division by 255 as a multiplication by 1/255, wrong for half the bytes; a
-  lookup in the 256 values is exact too but costs a gather per element (the
-  dense AE's step: -5 %). The examples are the same; the step around them
-  compiles a little differently than for a float32 set (its sums may round in
-  another order, ≈1 ulp), and the same run stays bit-identical run to run.
-  """
-  if batch.dtype != jnp.uint8:
-    return batch
-  m = batch.astype(jnp.float32) * jnp.float32(257)
-  return m * jnp.float32(2.0**-16) + (m * jnp.float32(2.0**-32) + m * jnp.float32(2.0**-48))
-
-
 def order_sharding(mesh: Mesh, num_seeds: int = 1) -> NamedSharding:
   """Where an epoch's order lives: with every device, or with its models' group."""
   return seed_sharded(mesh) if num_seeds > 1 else replicated(mesh)
@@ -237,7 +218,7 @@ def make_train_chunk(step_fn: Callable, mesh: Mesh, strategy: str, *,
   Runs ``length`` (static) steps from ``state.step`` with ``lax.scan``, on
   the batches that ``order`` (the epoch's permutation, :class:`EpochOrders`)
   picks from the resident ``data`` (float32 examples, or their bytes:
-  :func:`examples`); ``metrics`` are the chunk's means.
+  :func:`flaxae.data.compact.decode`); ``metrics`` are the chunk's means.
   ``state`` is donated. With ``num_seeds > 1`` the state has a leading seed
   axis (each seed has its own data order from its own key: ``order`` is
   ``(S, N)``), split over the mesh's ``seed`` groups by a
@@ -257,7 +238,7 @@ def make_train_chunk(step_fn: Callable, mesh: Mesh, strategy: str, *,
     def body(state, i):
       idx = lax.dynamic_slice(order, (start + i * batch_size,), (batch_size,))
       # A permutation is in bounds: "clip" spares the out-of-bounds select.
-      return step(state, examples(jnp.take(data, idx, axis=0, mode="clip")))
+      return step(state, compact.decode(jnp.take(data, idx, axis=0, mode="clip")))
 
     state, metrics = lax.scan(body, state, jnp.arange(length))
     return state, jax.tree.map(jnp.mean, metrics)

@@ -1,10 +1,11 @@
 """Resident training sets as bytes: lossless or not at all."""
 
+import jax
 import numpy as np
 import pytest
 
 from flaxae.data import binarize, normalize
-from flaxae.data.compact import byte_values, compact, to_bytes
+from flaxae.data.compact import byte_values, compact, decode, to_bytes
 
 BYTES = np.random.default_rng(0).integers(0, 256, (300, 28, 28), dtype=np.uint8)
 
@@ -44,3 +45,17 @@ def test_one_odd_value_in_a_late_block_keeps_everything_float():
   x = normalize(np.zeros((5000, 4), np.uint8))
   x[4999, 3] = 0.3
   assert to_bytes(x) is None
+
+
+@pytest.mark.parametrize("rows", [1, 1000])
+def test_every_byte_decodes_in_compiled_code_to_the_hosts_value(rows):
+  x = np.tile(np.arange(256, dtype=np.uint8), (rows, 1))
+  out = np.asarray(jax.jit(decode)(x))
+  assert out.dtype == np.float32
+  np.testing.assert_array_equal(out.view(np.uint32),
+                                np.tile(byte_values().view(np.uint32), (rows, 1)))
+
+
+def test_decode_passes_floats_through():
+  x = np.full((2, 3), 0.25, np.float32)
+  assert decode(x) is x

@@ -126,12 +126,3 @@ def test_bytes_on_the_devices_train_as_floats():
   init = trained_state(raw, steps=0, chunks=[])
   assert rel_diff(from_bytes.params, init.params) > 1e-2
 
-
-@pytest.mark.parametrize("rows", [1, 1000])
-def test_every_byte_decodes_on_the_device_to_the_hosts_value(rows):
-  from flaxae.data.compact import byte_values  # pylint: disable=import-outside-toplevel
-  x = np.tile(np.arange(256, dtype=np.uint8), (rows, 1))
-  out = np.asarray(jax.jit(parallel.examples)(x))
-  assert out.dtype == np.float32
-  np.testing.assert_array_equal(out.view(np.uint32), np.tile(byte_values().view(np.uint32),
-                                                                (rows, 1)))
