@@ -375,10 +375,8 @@ def seed_variables(state: TrainState, index: int | None) -> dict[str, Any]:
   Every process must call it: the models of a multi-host run may be split
   over the processes, and are then gathered (:func:`parallel.fetch`).
   """
-  variables = {"params": state.params, **state.model_state}
-  if index is None or state.step.ndim == 0:
-    return variables
-  return jax.tree.map(lambda x: x[index], parallel.fetch(variables))
+  models = each_seed_variables(state)
+  return models[0] if index is None or len(models) == 1 else models[index]
 
 
 def each_seed_variables(state: TrainState) -> list[dict[str, Any]]:

@@ -9,11 +9,11 @@ Two strategies run the same pure :func:`~flaxae.train.step.train_step`:
 
 Many steps are fused into one compiled call with ``lax.scan``. The training
 set lives on the devices (replicated; as bytes when it came as bytes, see
-:mod:`flaxae.data.compact`). Each epoch's order is a permutation drawn on the host from
-the run key and the epoch number (:class:`EpochOrders`; XLA's sort-based
-shuffle took 24 ms per 60,000 examples on a CPU, NumPy's 0.75 ms with the
-transfer) and sent to the devices once per epoch, so the position in the data
-order is the step counter alone.
+:mod:`flaxae.data.compact`). Each epoch's order is a permutation drawn on the
+host from the run key and the epoch number (:class:`EpochOrders`; XLA's
+sort-based shuffle took 24 ms per 60,000 examples on a CPU, NumPy's 0.75 ms
+with the transfer) and sent to the devices once per epoch, so the position in
+the data order is the step counter alone.
 
 The mesh has two axes, ``seed`` and ``data``. A single model uses ``data``
 alone (``seed`` has size 1). Independent models (``train.num_seeds``) are
@@ -138,13 +138,12 @@ class EpochOrders:
     self.keys = np.asarray(jax.device_get(fetch(rng)), np.uint32).reshape(num_seeds, -1)
     self.num_examples, self.steps_per_epoch = num_examples, num_examples // batch_size
     self.sharding = order_sharding(mesh, num_seeds)
-    self.stacked = num_seeds > 1
     self._epoch, self._order = None, None
 
   def host(self, epoch: int) -> np.ndarray:
     """Epoch ``epoch``'s order as a host array (``(S, N)`` for stacked models)."""
     orders = [epoch_order(k, epoch, self.num_examples) for k in self.keys]
-    return np.stack(orders) if self.stacked else orders[0]
+    return np.stack(orders) if len(orders) > 1 else orders[0]
 
   def __call__(self, step: int) -> jax.Array:
     epoch = int(step) // self.steps_per_epoch
