@@ -188,7 +188,7 @@ class TrainConfig:
     cpu_matmuls: On CPU, the library behind the compiled training chunk's
       matrix products: ``xla`` (XLA's own choice: YNNPACK fusions) or
       ``eigen``, faster for small products (a dense 784-32-784 AE at batch
-      128: +27 %) and slower for large ones (the conv AE: -41 %). Results
+      128: +27 %) and slower for large ones (the conv AE: -42 %). Results
       differ in the last bits between the two. Ignored on GPU and TPU.
   """
 
