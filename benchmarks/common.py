@@ -28,6 +28,11 @@ KERNEL_SIZE = 3
 LEARNING_RATE = 1e-3
 ADAM_EPS = 1e-8  # Optax's and PyTorch's default; Keras's is 1e-7, so it is set.
 MODELS = ("dense", "conv")
+DTYPES = ("float32", "bfloat16")
+# GPU float32 products: JAX's default lets XLA use TF32 for dots and convs, PyTorch's
+# allows TF32 in cuDNN's convs but not in its matmuls; every implementation is set to
+# the same one of these two so that a table compares the same arithmetic.
+PRECISIONS = ("float32", "tf32")
 
 
 def num_threads() -> int:
@@ -99,6 +104,13 @@ def peer_args(argv: Sequence[str] | None = None, description: str = "",
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--threads", type=int, default=num_threads())
   p.add_argument("--no-inference", action="store_true")
+  p.add_argument("--dtype", choices=DTYPES, default="float32",
+                 help="compute dtype: float32, or bfloat16 mixed precision (float32 "
+                      "parameters and optimizer state, products in bfloat16)")
+  p.add_argument("--precision", choices=PRECISIONS, default="float32",
+                 help="float32 products on GPUs: exact float32 (every framework's "
+                      "'highest'), or tf32 (the matrix units' 10-bit-mantissa mode); "
+                      "CPUs compute float32 either way")
   if extra:
     extra(p)
   return p.parse_args(argv)

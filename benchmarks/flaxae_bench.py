@@ -12,13 +12,14 @@ from __future__ import annotations
 import dataclasses
 
 from benchmarks import common
-from flaxae.benchmark import model_macs, run, tiled, user_benchmark
+from flaxae.benchmark import model_macs, run, set_matmul_precision, tiled, user_benchmark
 from flaxae.config import Config, ModelConfig, TrainConfig
 
 __all__ = ["benchmark_config", "model_macs", "run", "tiled", "user_benchmark"]
 
 
-def benchmark_config(model: str, batch_size: int, num_devices: int = 1) -> Config:
+def benchmark_config(model: str, batch_size: int, num_devices: int = 1,
+                     compute_dtype: str = "float32") -> Config:
   """The issue's dense (784-256-64) or conv (32→64, spatial code) AE: BCE, Adam 1e-3."""
   if model == "dense":
     mcfg = ModelConfig(arch="dense", widths=common.DENSE_WIDTHS, loss="bce")
@@ -27,7 +28,8 @@ def benchmark_config(model: str, batch_size: int, num_devices: int = 1) -> Confi
                        kernel_size=common.KERNEL_SIZE, loss="bce")
   return Config(model=mcfg, train=TrainConfig(
       batch_size=batch_size, optimizer="adam", learning_rate=common.LEARNING_RATE,
-      schedule="constant", num_devices=num_devices, epochs=1))
+      schedule="constant", num_devices=num_devices, epochs=1,
+      compute_dtype=compute_dtype))
 
 
 def main(argv=None) -> None:
@@ -36,12 +38,14 @@ def main(argv=None) -> None:
     p.add_argument("--strategy", choices=("jit", "shard_map"), default="jit")
 
   args = common.peer_args(argv, "flaxae throughput", extra)
-  cfg = benchmark_config(args.model, args.batch_size, args.devices)
+  set_matmul_precision(args.precision)
+  cfg = benchmark_config(args.model, args.batch_size, args.devices, args.dtype)
   cfg = dataclasses.replace(
       cfg, train=dataclasses.replace(cfg.train, strategy=args.strategy))
   steps = common.steps_per_rep(args.batch_size, args.samples)
   data = common.make_images(steps * args.batch_size, args.seed)
-  common.emit(run(cfg, data, reps=args.reps, inference=not args.no_inference))
+  record = run(cfg, data, reps=args.reps, inference=not args.no_inference)
+  common.emit({**record, "dtype": args.dtype, "precision": args.precision})
 
 
 if __name__ == "__main__":

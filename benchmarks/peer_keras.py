@@ -67,10 +67,23 @@ def _set_threads(backend: str, threads: int) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
+def _set_precision(backend: str, precision: str) -> None:
+  """Exact float32 or TF32 products on a GPU (CPUs compute float32 either way)."""
+  if backend == "tensorflow":
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    tf.config.experimental.enable_tensor_float_32_execution(precision == "tf32")
+  else:
+    from flaxae.benchmark import set_matmul_precision  # pylint: disable=import-outside-toplevel
+    set_matmul_precision(precision)
+
+
 def run(args) -> dict[str, Any]:
   _set_threads(args.backend, args.threads)
+  _set_precision(args.backend, args.precision)
   import keras  # pylint: disable=import-outside-toplevel
   keras.utils.set_random_seed(args.seed)
+  if args.dtype == "bfloat16":  # Keras's mixed precision: float32 variables.
+    keras.config.set_dtype_policy("mixed_bfloat16")
   bs = args.batch_size
   steps = common.steps_per_rep(bs, args.samples)
   n = steps * bs
@@ -104,6 +117,7 @@ def run(args) -> dict[str, Any]:
       "compile_s": max(first - train["median_s"], 0.0),
       "loss": float(hist.history["loss"][-1]), "jit_compile": bool(model.jit_compile),
       "threads": args.threads, "versions": _versions(keras, args.backend),
+      "dtype": args.dtype, "precision": args.precision,
   }
   if not args.no_inference:
     t0 = time.perf_counter()

@@ -3,7 +3,10 @@
 ``python -m benchmarks.peer_torch --model conv --batch-size 256 [--compile]``
 prints one JSON line. The loop is the ordinary PyTorch one: a fresh
 permutation per epoch, ``x[idx]`` batches, ``zero_grad`` / ``backward`` /
-``step``, no host synchronisation inside an epoch.
+``step``, no host synchronisation inside an epoch. On a machine with a CUDA
+GPU the data, model and optimizer live on it (``torch.cuda.synchronize``
+closes each timed epoch); ``--dtype bfloat16`` runs forward and loss under
+``torch.autocast``, PyTorch's mixed precision.
 """
 
 from __future__ import annotations
@@ -42,33 +45,49 @@ def build_model(model: str) -> nn.Module:
   )
 
 
+def set_precision(precision: str) -> None:
+  """Exact float32 products on a GPU, or TF32 in both cuBLAS and cuDNN (no-op on CPU)."""
+  tf32 = precision == "tf32"
+  torch.backends.cuda.matmul.allow_tf32 = tf32
+  torch.backends.cudnn.allow_tf32 = tf32
+
+
 def run(args, compile_: bool) -> dict[str, Any]:
   torch.manual_seed(args.seed)
   torch.set_num_threads(args.threads)
+  set_precision(args.precision)
+  device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+  sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+  autocast = torch.autocast(device.type, dtype=torch.bfloat16,
+                            enabled=args.dtype == "bfloat16")
   bs = args.batch_size
   steps = common.steps_per_rep(bs, args.samples)
   n = steps * bs
   # NCHW, PyTorch's layout; the same values as the others' NHWC images.
-  x = torch.from_numpy(common.make_images(n, args.seed).transpose(0, 3, 1, 2).copy())
-  model = build_model(args.model)
+  x = torch.from_numpy(
+      common.make_images(n, args.seed).transpose(0, 3, 1, 2).copy()).to(device)
+  model = build_model(args.model).to(device)
   opt = torch.optim.Adam(model.parameters(), lr=common.LEARNING_RATE, eps=common.ADAM_EPS)
 
   def train_step(xb):
     opt.zero_grad(set_to_none=True)
-    loss = F.binary_cross_entropy_with_logits(model_fn(xb), xb)
+    with autocast:
+      loss = F.binary_cross_entropy_with_logits(model_fn(xb).float(), xb)
     loss.backward()
     opt.step()
     return loss
 
   model_fn = torch.compile(model) if compile_ else model
-  gen = torch.Generator().manual_seed(args.seed)
+  gen = torch.Generator(device=device).manual_seed(args.seed)
 
   def epoch():
-    order = torch.randperm(n, generator=gen)
+    order = torch.randperm(n, generator=gen, device=device)
     loss = None
     for i in range(steps):
       loss = train_step(x[order[i * bs:(i + 1) * bs]])
-    return loss.detach()
+    loss = loss.detach()
+    sync()
+    return loss
 
   t0 = time.perf_counter()
   epoch()
@@ -85,22 +104,27 @@ def run(args, compile_: bool) -> dict[str, Any]:
       "train": train, "first_call_s": first,
       "compile_s": max(first - train["median_s"], 0.0), "loss": loss.item(),
       "threads": torch.get_num_threads(), "versions": {"torch": torch.__version__},
+      "platform": device.type, "dtype": args.dtype, "precision": args.precision,
   }
   if not args.no_inference:
     model.eval()
     batches = [x[i * bs:(i + 1) * bs] for i in range(steps)]
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast:
       t0 = time.perf_counter()
       model_fn(batches[0])
+      sync()
       record["infer_first_call_s"] = time.perf_counter() - t0
       times = []
       for _ in range(args.reps):
         t0 = time.perf_counter()
         for b in batches:
           model_fn(b)
+        sync()
         times.append(time.perf_counter() - t0)
     record["infer"] = common.summarize(times, n)
   record["peak_rss_mb"] = common.peak_rss_mb()
+  if device.type == "cuda":
+    record["device_memory"] = {"peak_bytes_in_use": int(torch.cuda.max_memory_allocated())}
   return record
 
 

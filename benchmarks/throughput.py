@@ -88,7 +88,8 @@ def _jobs(args, devices_all: int, platform_: str):
   for model in args.models:
     for bs in args.batch_sizes:
       common_args = ["--model", model, "--batch-size", str(bs), "--reps", str(args.reps),
-                     "--seed", str(args.seed), "--threads", str(args.threads)]
+                     "--seed", str(args.seed), "--threads", str(args.threads),
+                     "--dtype", args.dtype, "--precision", args.precision]
       for impl in args.impls:
         if impl == "flaxae":
           yield model, bs, impl, "benchmarks.flaxae_bench", [*common_args, "--devices", "1"], {}
@@ -149,6 +150,14 @@ def add_ratios(results: list[dict[str, Any]], peak_gflops: float) -> None:
     r["roofline_pct"] = 100.0 * r["train_gflops"] / peak_gflops if peak_gflops else None
     if "infer" in r:
       r["infer_gflops"] = r["infer"]["samples_per_s"] * 2 * common.model_macs(r["arch"]) / 1e9
+
+
+def peak_text(peak: dict[str, Any]) -> str:
+  """``NumPy … GFLOP/s, JAX … GFLOP/s`` (NumPy only where it was timed: CPU float32)."""
+  jax_part = f"JAX {peak['jax_gflops']:,.0f} GFLOP/s"
+  if peak.get("numpy_gflops"):
+    return f"NumPy {peak['numpy_gflops']:,.0f} GFLOP/s, {jax_part}"
+  return jax_part
 
 
 def _fmt(x: float | None, spec: str = ".0f") -> str:
@@ -225,8 +234,12 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--budget", type=float, default=150,
                  help="seconds a job may take; slow ones get fewer examples per repetition")
   p.add_argument("--timeout", type=float, default=900, help="seconds per subprocess")
+  p.add_argument("--dtype", choices=common.DTYPES, default="float32",
+                 help="every implementation's compute dtype (bfloat16: its mixed precision)")
+  p.add_argument("--precision", choices=common.PRECISIONS, default="float32",
+                 help="float32 products on a GPU: exact, or TF32 (the same for everyone)")
   p.add_argument("--matmul-size", type=int, default=2048,
-                 help="n of the n×n float32 matmul that measures the peak")
+                 help="n of the n×n matmul (in --dtype) that measures the peak")
   p.add_argument("--omp-passive", action="store_true",
                  help="OMP_WAIT_POLICY=PASSIVE for every subprocess: on a machine shared "
                       "with other jobs (it slows PyTorch on an idle one)")
@@ -251,13 +264,14 @@ def main(argv=None) -> int:
   print(f"# threads per implementation: {args.threads}", file=sys.stderr)
 
   # --- The roofline: a large float32 matmul, in this run -----------------------
-  peak = run_process("benchmarks.roofline", ["--n", str(args.matmul_size)], env=env,
-                     timeout=args.timeout)[0]
+  peak = run_process("benchmarks.roofline", [
+      "--n", str(args.matmul_size), "--dtype", args.dtype, "--precision", args.precision],
+                     env=env, timeout=args.timeout)[0]
   if "error" in peak:
     print(f"roofline failed: {peak['error']}", file=sys.stderr)
     return 1
-  print(f"# matmul peak: numpy {peak['numpy_gflops']:.0f}, jax {peak['jax_gflops']:.0f} "
-        f"GFLOP/s ({peak['platform']}, {peak['device_count']} device(s))", file=sys.stderr)
+  print(f"# {args.dtype} matmul peak: {peak_text(peak)} ({peak['platform']}, "
+        f"{peak['device_count']} device(s))", file=sys.stderr)
   devices_all = peak["device_count"] if peak["device_count"] > 1 else (
       args.threads if peak["platform"] == "cpu" else 1)
 
@@ -289,9 +303,8 @@ def main(argv=None) -> int:
   table = markdown_table(results)
   print(table)
   print()
-  print(f"Matmul peak ({peak['n']}² float32, best of {peak['repeats']}): NumPy "
-        f"{peak['numpy_gflops']:.0f} GFLOP/s, JAX {peak['jax_gflops']:.0f} GFLOP/s. "
-        "Training FLOPs/sample: " + ", ".join(
+  print(f"Matmul peak ({peak['n']}² {args.dtype}, best of {peak['repeats']}): "
+        f"{peak_text(peak)}. Training FLOPs/sample: " + ", ".join(
             f"{m} {common.train_flops_per_sample(common.model_macs(m)) / 1e6:.1f} M"
             for m in args.models) + ".")
   print()
@@ -303,6 +316,8 @@ def main(argv=None) -> int:
       "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
       "command": " ".join(["python -m benchmarks.throughput", *(argv or sys.argv[1:])]),
       "cpu": cpu_model(), "cores": os.cpu_count(), "threads": args.threads,
+      "platform": peak["platform"], "device_kind": peak.get("device_kind"),
+      "dtype": args.dtype, "precision": args.precision,
       "python": platform.python_version(), "versions": _versions(results, peak),
       "seconds": time.time() - started, "reps": args.reps,
       "baseline": BASELINE, "git": git_state(),

@@ -184,7 +184,8 @@ class TrainConfig:
       (sparse, vq).
     compute_dtype: ``float32``, or ``bfloat16`` for mixed precision on
       accelerators: layers compute in bfloat16 while parameters, optimizer
-      state, losses and codes stay float32.
+      state, losses and codes stay float32 (on CPU, XLA runs bfloat16
+      element-wise ops through conversions: slower than float32).
     cpu_matmuls: On CPU, the library behind the compiled training chunk's
       matrix products: ``xla`` (XLA's own choice: YNNPACK fusions) or
       ``eigen``, faster for small products (a dense 784-32-784 AE at batch

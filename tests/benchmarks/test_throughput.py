@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from benchmarks import common, conv_layers, flaxae_bench, throughput
-from flaxae import cli
+from flaxae import benchmark, cli
 from flaxae.config import Config, ModelConfig, TrainConfig
 from flaxae.models import build_model
 
@@ -127,30 +127,46 @@ def _env():
   return {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
 
 
-def test_throughput_program_end_to_end(tmp_path):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_throughput_program_end_to_end(tmp_path, dtype):
   out = tmp_path / "t.json"
   proc = subprocess.run(
       [sys.executable, "-m", "benchmarks.throughput", "--models", "dense",
        "--impls", "flaxae", "--batch-sizes", "16", "--samples", "64", "--reps", "1",
-       "--matmul-size", "256", "--out", str(out)],
+       "--matmul-size", "256", "--dtype", dtype, "--out", str(out)],
       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120, check=False)
   assert proc.returncode == 0, proc.stderr
   assert "| dense | 16 | flaxae | 1 |" in proc.stdout
+  assert f"Matmul peak (256² {dtype}" in proc.stdout
   report = json.loads(out.read_text())
+  assert report["meta"]["dtype"] == report["peak"]["dtype"] == dtype
   assert report["peak"]["peak_gflops"] > 0
+  # NumPy's BLAS has no bfloat16: its figure is the float32 ceiling's alone.
+  assert (report["peak"]["numpy_gflops"] is None) == (dtype == "bfloat16")
   (row,) = report["results"]
+  assert row["dtype"] == dtype and row["precision"] == "float32"
   assert row["roofline_pct"] > 0 and row["ratio_to_pytorch"] is None
 
 
-def test_torch_peer_subprocess():
+def test_matmul_precision_is_checked_and_left_alone_on_cpu():
+  with pytest.raises(ValueError, match="precision must be one of"):
+    benchmark.set_matmul_precision("float16")
+  before = jax.config.jax_default_matmul_precision
+  benchmark.set_matmul_precision("tf32")  # CPUs compute float32 either way.
+  assert jax.config.jax_default_matmul_precision == before
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_torch_peer_subprocess(dtype):
   pytest.importorskip("torch")
   proc = subprocess.run(
       [sys.executable, "-m", "benchmarks.peer_torch", "--model", "dense", "--batch-size",
-       "8", "--samples", "16", "--reps", "1"], cwd=ROOT, env=_env(), capture_output=True,
-      text=True, timeout=120, check=False)
+       "8", "--samples", "16", "--reps", "1", "--dtype", dtype], cwd=ROOT, env=_env(),
+      capture_output=True, text=True, timeout=120, check=False)
   (rec,) = common.parse_records(proc.stdout)
   assert "error" not in rec, rec
   assert rec["impl"] == "pytorch" and np.isfinite(rec["loss"])
+  assert rec["dtype"] == dtype and rec["platform"] == "cpu"
   _check_timing(rec["train"])
 
 
