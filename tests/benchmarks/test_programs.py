@@ -7,6 +7,7 @@ import pytest
 from benchmarks import seeds, streaming
 
 
+@pytest.mark.devices(4)
 def test_seeds_program(tmp_path, capsys):
   out = tmp_path / "seeds.json"
   result = seeds.main(["--seeds=2", "--batch=8", "--steps=2", "--reps=1", "--cpu-devices=0",

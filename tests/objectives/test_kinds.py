@@ -68,6 +68,9 @@ def test_dense_trains_and_four_devices_equal_one(kind):
   assert rel_diff(one.state.params, init.params) > 1e-2
   if kind == "vq":
     assert one.metrics["restarts"] > 0  # The restart path ran.
+  if ACROSS_DEVICES.get(kind) and jax.device_count() < 4:
+    pytest.skip(f"trained on 1 device; the 4-device half needs 4, {jax.device_count()} "
+                "available")
   for strategy in ACROSS_DEVICES.get(kind, ()):
     four = Trainer(model, data, batch_size=32, strategy=strategy, num_devices=4,
                    state=init).advance(20)

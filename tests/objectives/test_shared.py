@@ -30,6 +30,7 @@ def test_per_example_keys_follow_the_global_position():
                             jax.random.key_data(whole))  # Tags separate the streams.
 
 
+@pytest.mark.devices(4)
 def test_global_mean_has_the_global_gradient_on_every_shard():
   """g(mean over the global batch) under shard_map: value and averaged gradient
   equal the single-device ones, with no gradient through a collective."""

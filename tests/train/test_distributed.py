@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 import flaxae
 from flaxae.config import CheckpointConfig, Config, DataConfig, ModelConfig, TrainConfig
 from flaxae.train.loop import train_and_evaluate
@@ -34,6 +36,7 @@ def _one_process_four_devices(run_dir, epochs):
   return train_and_evaluate(cfg, progress=False)
 
 
+@pytest.mark.devices(4)
 def test_two_processes_equal_one_process(tmp_path):
   proc = _launch(tmp_path / "mh", epochs=1)
   out, err = proc.communicate(timeout=300)
@@ -63,6 +66,7 @@ def test_seeds_split_over_two_processes_equal_their_own_runs(tmp_path):
   assert rel_diff(mine.variables["params"], alone.state.params) <= 1e-5
 
 
+@pytest.mark.devices(4)
 def test_killed_job_resumes_from_its_checkpoint(tmp_path):
   run_dir = tmp_path / "mh"
   proc = _launch(run_dir, epochs=4)
