@@ -35,6 +35,10 @@ PEERS = {  # Name → (module, extra arguments, the package it needs).
     "keras-jax": ("benchmarks.peer_keras", ["--backend", "jax"], "keras"),
 }
 IMPLS = ("flaxae", "flaxae-all", *PEERS)
+# Asked for by name only: flaxae's conv AE with lax convolutions (train.conv_impl=xla)
+# instead of its matmul forms, to compare the two where cuDNN runs them; on CPU
+# XLA runs their gradients as slow loops.
+OPTIONAL_IMPLS = ("flaxae-xla-conv",)
 BASELINE = "pytorch"
 # Examples per timed repetition (one epoch); the conv AE is ~15× the FLOPs.
 DEFAULT_SAMPLES = {"dense": 16384, "conv": 2048}
@@ -93,6 +97,10 @@ def _jobs(args, devices_all: int, platform_: str):
       for impl in args.impls:
         if impl == "flaxae":
           yield model, bs, impl, "benchmarks.flaxae_bench", [*common_args, "--devices", "1"], {}
+        elif impl == "flaxae-xla-conv":
+          if model == "conv":
+            yield model, bs, impl, "benchmarks.flaxae_bench", [
+                *common_args, "--devices", "1", "--conv-impl", "xla"], {}
         elif impl == "flaxae-all":
           if devices_all <= 1 or bs % devices_all:
             continue
@@ -224,7 +232,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                  type=lambda s: [x for x in s.split(",") if x])
   p.add_argument("--impls", default=",".join(IMPLS),
                  type=lambda s: [x for x in s.split(",") if x],
-                 help=f"any of {', '.join(IMPLS)} (flaxae-all: every device)")
+                 help=f"any of {', '.join(IMPLS + OPTIONAL_IMPLS)} (flaxae-all: every "
+                      "device; flaxae-xla-conv: the conv AE with lax convolutions)")
   p.add_argument("--samples", type=int, default=0,
                  help="examples per repetition (default: dense 16384, conv 4096)")
   p.add_argument("--reps", type=int, default=5, help="timed repetitions (≥ 5)")
@@ -248,8 +257,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--out", default="benchmarks/out/throughput.json")
   args = p.parse_args(argv)
   for name in args.impls:
-    if name not in IMPLS:
-      p.error(f"unknown implementation {name!r}; known: {', '.join(IMPLS)}")
+    if name not in IMPLS + OPTIONAL_IMPLS:
+      p.error(f"unknown implementation {name!r}; known: {', '.join(IMPLS + OPTIONAL_IMPLS)}")
   if args.quick:
     args.batch_sizes, args.samples, args.reps = [64], 512, 2
   return args

@@ -191,6 +191,12 @@ class TrainConfig:
       ``eigen``, faster for small products (a dense 784-32-784 AE at batch
       128: +27 %) and slower for large ones (the conv AE: -42 %). Results
       differ in the last bits between the two. Ignored on GPU and TPU.
+    conv_impl: How conv models compute their convolutions, with the same
+      parameters and the same function either way (checkpoints load in both):
+      ``matmul``, flaxae's matrix-multiplication forms (im2col, transposed
+      convolutions without zero taps), written because XLA's CPU backend runs
+      some convolution gradients as slow loops; or ``xla``, ``lax``'s
+      convolutions (cuDNN's on NVIDIA GPUs).
   """
 
   seed: int = 0
@@ -213,6 +219,7 @@ class TrainConfig:
   micro_batch_size: int = 0
   compute_dtype: Literal["float32", "bfloat16"] = "float32"
   cpu_matmuls: Literal["xla", "eigen"] = "xla"
+  conv_impl: Literal["matmul", "xla"] = "matmul"
 
 
 @dataclasses.dataclass(frozen=True)

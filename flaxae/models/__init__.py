@@ -58,9 +58,10 @@ def code_activation(cfg: ModelConfig) -> str:
 
 
 def build_model(cfg: ModelConfig, feature_shape: tuple[int, ...],
-                dtype: str = "float32") -> Autoencoder:
+                dtype: str = "float32", conv_impl: str = "matmul") -> Autoencoder:
   """The model for examples of ``feature_shape``, as the config's kind and arch
-  say, computing in ``dtype`` (``train.compute_dtype``)."""
+  say, computing in ``dtype`` (``train.compute_dtype``), its convolutions in
+  the form ``conv_impl`` names (``train.conv_impl``)."""
   feature_shape = tuple(int(s) for s in feature_shape)
   num_features = 1
   for s in feature_shape:
@@ -83,6 +84,7 @@ def build_model(cfg: ModelConfig, feature_shape: tuple[int, ...],
       code_activation=code_activation(cfg),
       dropout=cfg.dropout,
       dtype=dtype,
+      conv_impl=conv_impl,
   )
   if cfg.kind == "vae":
     return VariationalAutoencoder(**common, logvar_min=cfg.logvar_min,

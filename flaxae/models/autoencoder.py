@@ -44,6 +44,8 @@ class Autoencoder(nn.Module):
       ``bfloat16``); parameters stay float32, and inputs, codes and logits
       cross the module's boundary as float32, so losses, the posterior and
       the codebook are computed in float32 (mixed precision).
+    conv_impl: ``matmul`` (:mod:`flaxae.models.layers`) or ``xla`` (Flax's
+      ``lax`` convolutions): the same parameters and function.
   """
 
   arch: str
@@ -56,6 +58,7 @@ class Autoencoder(nn.Module):
   code_activation: str = ""
   dropout: float = 0.0
   dtype: str = "float32"
+  conv_impl: str = "matmul"
 
   @property
   def code_shape(self) -> tuple[int, ...]:
@@ -85,7 +88,7 @@ class Autoencoder(nn.Module):
     if not latent_dim:
       channels = channels[:-1] + (channels[-1] * code_factor,)
     return ConvEncoder(channels, latent_dim, self.kernel_size, act, code_act,
-                       self.dropout, dtype=self.dtype)
+                       self.dropout, dtype=self.dtype, conv_impl=self.conv_impl)
 
   def _decoder(self) -> nn.Module:
     act = activation_fn(self.activation)
@@ -97,7 +100,7 @@ class Autoencoder(nn.Module):
                           self.dropout, dtype=self.dtype)
     return ConvDecoder(tuple(self.channels), tuple(self.feature_shape),
                        self.latent_dim, self.kernel_size, act, self.dropout,
-                       dtype=self.dtype)
+                       dtype=self.dtype, conv_impl=self.conv_impl)
 
   def setup(self):
     self.encoder = self._encoder()

@@ -1,7 +1,10 @@
 """Convolutional encoder and decoder for images of any H×W×C.
 
 The layers are :mod:`flaxae.models.layers`' matmul forms of ``nn.Conv`` and
-``nn.ConvTranspose`` (same parameters, same function, fast on every backend).
+``nn.ConvTranspose`` (``conv_impl="matmul"``: fast on every backend, and the
+only fast form on XLA's CPU backend), or those Flax layers themselves
+(``conv_impl="xla"``: ``lax`` convolutions, cuDNN's on NVIDIA GPUs), with the
+same parameters and the same function.
 """
 
 from __future__ import annotations
@@ -13,6 +16,28 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from flaxae.models.layers import Conv, ConvTranspose
+
+
+CONV_IMPLS = ("matmul", "xla")
+
+
+def conv(impl: str, features: int, k: int, s: int, dtype, name: str) -> nn.Module:
+  """A SAME ``k×k`` convolution of stride ``s`` in the form ``impl`` names."""
+  if impl == "xla":
+    return nn.Conv(features, (k, k), strides=(s, s), padding="SAME", dtype=dtype, name=name)
+  if impl != "matmul":
+    raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
+  return Conv(features, k, s, name=name)
+
+
+def conv_transpose(impl: str, features: int, k: int, s: int, dtype, name: str) -> nn.Module:
+  """A SAME ``k×k`` transposed convolution of stride ``s`` in the form ``impl`` names."""
+  if impl == "xla":
+    return nn.ConvTranspose(features, (k, k), strides=(s, s), padding="SAME", dtype=dtype,
+                            name=name)
+  if impl != "matmul":
+    raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
+  return ConvTranspose(features, k, s, name=name)
 
 
 def downsampled(size: int, levels: int) -> int:
@@ -45,12 +70,13 @@ class ConvEncoder(nn.Module):
   code_activation: Callable[[jnp.ndarray], jnp.ndarray] | None = None
   dropout: float = 0.0
   dtype: jnp.dtype = jnp.float32  # Computation dtype; parameters stay float32.
+  conv_impl: str = "matmul"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     last = len(self.channels) - 1
     for i, ch in enumerate(self.channels):
-      x = Conv(ch, self.kernel_size, 2, name=f"conv_{i}")(x)
+      x = conv(self.conv_impl, ch, self.kernel_size, 2, self.dtype, f"conv_{i}")(x)
       if i == last and not self.latent_dim and self.code_activation is not None:
         return self.code_activation(x)
       x = self.activation(x)
@@ -77,6 +103,7 @@ class ConvDecoder(nn.Module):
   activation: Callable[[jnp.ndarray], jnp.ndarray] = nn.relu
   dropout: float = 0.0
   dtype: jnp.dtype = jnp.float32  # Computation dtype; parameters stay float32.
+  conv_impl: str = "matmul"
 
   @nn.compact
   def __call__(self, z: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -89,7 +116,7 @@ class ConvDecoder(nn.Module):
       z = drop(self.activation(grid(z)))
       z = z.reshape(z.shape[0], h, w, self.channels[-1])
     for i, ch in enumerate(reversed(self.channels)):
-      z = drop(self.activation(
-          ConvTranspose(ch, self.kernel_size, 2, name=f"deconv_{i}")(z)))
-    z = Conv(out_ch, self.kernel_size, 1, name="logits")(z)
+      z = drop(self.activation(conv_transpose(
+          self.conv_impl, ch, self.kernel_size, 2, self.dtype, f"deconv_{i}")(z)))
+    z = conv(self.conv_impl, out_ch, self.kernel_size, 1, self.dtype, "logits")(z)
     return z[:, :height, :width, :]

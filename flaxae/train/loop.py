@@ -102,7 +102,8 @@ def read_config(run_dir: str | Path) -> Config:
 def build(cfg: Config, feature_shape: tuple[int, ...], steps_per_epoch: int,
           mesh: jax.sharding.Mesh):
   """Model, objective, optimizer and a sharded abstract state."""
-  model = build_model(cfg.model, feature_shape, dtype=cfg.train.compute_dtype)
+  model = build_model(cfg.model, feature_shape, dtype=cfg.train.compute_dtype,
+                      conv_impl=cfg.train.conv_impl)
   objective = objectives.get(cfg.model.kind)
   tx = make_optimizer(cfg.train, steps_per_epoch * cfg.train.epochs)
   example = np.zeros((1, *feature_shape), np.float32)

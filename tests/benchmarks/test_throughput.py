@@ -203,3 +203,13 @@ def test_cli_bench_needs_no_source_checkout(tmp_path):
                        capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
   assert "| 8 |" in out.stdout
+
+
+def test_xla_conv_rows_are_asked_for_by_name_and_only_for_the_conv_model():
+  assert "flaxae-xla-conv" not in throughput.parse_args([]).impls
+  args = throughput.parse_args(["--impls", "flaxae,flaxae-xla-conv", "--batch-sizes", "64"])
+  jobs = list(throughput._jobs(args, 1, "cpu"))  # pylint: disable=protected-access
+  assert [(m, impl) for m, _, impl, *_ in jobs] == [
+      ("dense", "flaxae"), ("conv", "flaxae"), ("conv", "flaxae-xla-conv")]
+  argv = jobs[-1][4]
+  assert argv[argv.index("--conv-impl") + 1] == "xla"

@@ -67,3 +67,41 @@ def test_activation_is_used():
     variables = model.init(jax.random.key(0), x)
     outs.append(np.asarray(model.apply(variables, x)))
   assert not np.allclose(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("kind,latent_dim", [("plain", 16), ("plain", 0), ("vae", 8),
+                                             ("vq", 0)])
+def test_conv_impls_share_parameters_and_compute_the_same_function(kind, latent_dim):
+  cfg = ModelConfig(arch="conv", kind=kind, channels=(4, 8), latent_dim=latent_dim,
+                    codebook_size=16)
+  shape = (9, 7, 2)  # Odd sizes: the SAME pads differ on the two sides.
+  matmul = build_model(cfg, shape, conv_impl="matmul")
+  lax_convs = build_model(cfg, shape, conv_impl="xla")
+  x = jax.random.uniform(jax.random.key(1), (3, *shape))
+  variables = matmul.init(jax.random.key(0), x)
+  chex.assert_trees_all_equal_shapes_and_dtypes(
+      variables, lax_convs.init(jax.random.key(0), x))
+  rngs = {"sample": jax.random.key(2)}  # The VAE's reparameterisation draw.
+
+  def loss(model, params):
+    out = model.apply({**variables, "params": params}, x, rngs=rngs)
+    return sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(out))
+
+  with jax.default_matmul_precision("highest"):
+    values = [jax.value_and_grad(loss, argnums=1)(m, variables["params"])
+              for m in (matmul, lax_convs)]
+  (v_mm, g_mm), (v_xla, g_xla) = values
+  np.testing.assert_allclose(v_xla, v_mm, rtol=1e-5)
+  chex.assert_trees_all_close(g_xla, g_mm, rtol=1e-4, atol=1e-5)
+
+
+def test_xla_convs_compute_in_the_compute_dtype():
+  cfg = ModelConfig(arch="conv", channels=(4, 8), latent_dim=0)
+  model = build_model(cfg, (8, 8, 1), dtype="bfloat16", conv_impl="xla")
+  x = jnp.ones((2, 8, 8, 1))
+  variables = model.init(jax.random.key(0), x)
+  hlo = jax.jit(model.apply).lower(variables, x).as_text()
+  convs = [line for line in hlo.splitlines() if "stablehlo.convolution" in line]
+  assert len(convs) == 5  # 2 convolutions, 2 transposed, the logits.
+  assert all("f32" not in line.split(":")[-1] for line in convs), convs
+  assert jax.tree.leaves(variables)[0].dtype == jnp.float32
