@@ -31,14 +31,17 @@ from benchmarks import common
 PEERS = {  # Name → (module, extra arguments, the package it needs).
     "pytorch": ("benchmarks.peer_torch", [], "torch"),
     "torch.compile": ("benchmarks.peer_torch", ["--compile"], "torch"),
+    # CUDA graphs (`mode="reduce-overhead"`): the launch-free PyTorch, on GPUs only.
+    "torch.compile-graphs": ("benchmarks.peer_torch",
+                             ["--compile", "--compile-mode", "reduce-overhead"], "torch"),
     "keras-tf": ("benchmarks.peer_keras", ["--backend", "tensorflow"], "tensorflow"),
     "keras-jax": ("benchmarks.peer_keras", ["--backend", "jax"], "keras"),
 }
-IMPLS = ("flaxae", "flaxae-all", *PEERS)
+IMPLS = ("flaxae", "flaxae-all", *(p for p in PEERS if p != "torch.compile-graphs"))
 # Asked for by name only: flaxae's conv AE with lax convolutions (train.conv_impl=xla)
 # instead of its matmul forms, to compare the two where cuDNN runs them; on CPU
 # XLA runs their gradients as slow loops.
-OPTIONAL_IMPLS = ("flaxae-xla-conv",)
+OPTIONAL_IMPLS = ("flaxae-xla-conv", "torch.compile-graphs")
 BASELINE = "pytorch"
 # Examples per timed repetition (one epoch); the conv AE is ~15× the FLOPs.
 DEFAULT_SAMPLES = {"dense": 16384, "conv": 2048}
