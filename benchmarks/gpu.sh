@@ -30,14 +30,19 @@ part "batch 256, float32, every peer; lax convolutions; CUDA-graph torch.compile
 timeout 270 $TP --batch-sizes 256 --out "$OUT_DIR/b256.json" \
   --impls flaxae,flaxae-xla-conv,pytorch,torch.compile,torch.compile-graphs,keras-jax
 
-part "compile time of the dense fused epoch: XLA's GEMM autotuning on and off"
-for flags in "" "--xla_gpu_autotune_level=0"; do
-  XLA_FLAGS="$flags" timeout 60 $PY -m benchmarks.flaxae_bench --model dense --batch-size 256 \
-    --samples 65536 --reps 5 --no-inference | $PY -c "
+part "compile time of the dense fused epoch: autotuning on, off; the persistent cache twice"
+rm -rf /tmp/flaxae-jc
+for run in "default" "--xla_gpu_autotune_level=0" "cache 1" "cache 2"; do
+  case $run in
+    cache*) flags=""; cache=/tmp/flaxae-jc ;;
+    default) flags=""; cache="" ;;
+    *) flags=$run; cache="" ;;
+  esac
+  XLA_FLAGS="$flags" JAX_COMPILATION_CACHE_DIR="$cache" timeout 60 $PY -m benchmarks.flaxae_bench \
+    --model dense --batch-size 256 --samples 65536 --reps 5 --no-inference | $PY -c "
 import json, sys
 r = json.loads(sys.stdin.read().split('BENCH_JSON ')[1])
-print('XLA_FLAGS=\"$flags\"', 'compile_s', round(r['compile_s'], 2),
-      'samples/s', round(r['train']['samples_per_s']))"
+print('$run:', 'compile_s', round(r['compile_s'], 2), 'samples/s', round(r['train']['samples_per_s']))"
 done
 
 part "conv AE at the other batch sizes"

@@ -197,6 +197,7 @@ def user_benchmark(cfg: Config, *, batch_sizes: tuple[int, ...] = (), samples: i
   """
   from flaxae.data import load_dataset  # pylint: disable=import-outside-toplevel
   cfg = config_lib.validate(cfg)
+  parallel.use_compilation_cache(cfg.compilation_cache)
   train_x = load_dataset(cfg.data).train_x
   peak = None
   if roofline:

@@ -266,6 +266,10 @@ class Config:
     profile: Save a ``jax.profiler`` trace of one epoch (the second, after
       compilation, or the only one) to ``<run_dir>/profile`` (TensorBoard's
       profile plugin or Perfetto read it).
+    compilation_cache: A folder for JAX's persistent compilation cache (e.g.
+      ``~/.cache/flaxae``): a later run of the same program, a resume
+      included, loads its compiled training chunk instead of compiling it
+      again (15-18 s on a GPU, most of it XLA's autotuning). Empty: off.
   """
 
   data: DataConfig = DataConfig()
@@ -275,6 +279,7 @@ class Config:
   distributed: DistributedConfig = DistributedConfig()
   run_dir: str = ""
   profile: bool = False
+  compilation_cache: str = ""
 
   def resolved_run_dir(self) -> str:
     if self.run_dir:

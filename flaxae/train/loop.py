@@ -228,6 +228,7 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
   # --- Config, data, mesh, model: everything checked before anything is written
   cfg = config_lib.validate(cfg)
   distributed.initialize(cfg.distributed)
+  parallel.use_compilation_cache(cfg.compilation_cache)
   main_process = distributed.is_main_process()
   run_dir = Path(cfg.resolved_run_dir())
   if (run_dir / CONFIG_FILE).exists():

@@ -10,7 +10,7 @@ import pytest
 import flaxae
 from flaxae.config import (CheckpointConfig, Config, DataConfig, ModelConfig,
                            TrainConfig)
-from flaxae.errors import CheckpointError, TrainingError
+from flaxae.errors import CheckpointError, ConfigError, TrainingError
 from flaxae.train.loop import Schedule, train_and_evaluate
 
 
@@ -122,3 +122,35 @@ def test_profile_saves_a_trace_of_one_epoch(tmp_path):
   train_and_evaluate(cfg, progress=False)
   traces = list((tmp_path / "run" / "profile").rglob("*.xplane.pb"))
   assert len(traces) == 1 and traces[0].stat().st_size > 1000
+
+
+def test_compilation_cache_keeps_the_programs_and_a_second_run_loads_them(tmp_path):
+  cache = tmp_path / "cache"
+  cfg = dataclasses.replace(_cfg(tmp_path / "a", epochs=1), compilation_cache=str(cache))
+  events = []
+
+  def listen(name, **_):
+    events.append(name)
+
+  before = (jax.config.jax_compilation_cache_dir,
+            jax.config.jax_persistent_cache_min_compile_time_secs)
+  jax.monitoring.register_event_listener(listen)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # Keep tiny ones too.
+  try:
+    train_and_evaluate(cfg, progress=False)
+    assert any("chunk" in p.name for p in cache.iterdir())
+    assert "/jax/compilation_cache/cache_hits" not in events
+    train_and_evaluate(dataclasses.replace(cfg, run_dir=str(tmp_path / "b")), progress=False)
+    assert "/jax/compilation_cache/cache_hits" in events
+  finally:
+    jax.monitoring.unregister_event_listener(listen)
+    jax.config.update("jax_compilation_cache_dir", before[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
+
+
+def test_compilation_cache_must_be_a_folder(tmp_path):
+  (tmp_path / "f").write_text("x")
+  cfg = dataclasses.replace(_cfg(tmp_path / "a"), compilation_cache=str(tmp_path / "f"))
+  with pytest.raises(ConfigError, match="is a file, not a folder"):
+    train_and_evaluate(cfg, progress=False)
+  assert not (tmp_path / "a").exists()
