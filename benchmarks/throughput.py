@@ -37,11 +37,12 @@ PEERS = {  # Name → (module, extra arguments, the package it needs).
     "keras-tf": ("benchmarks.peer_keras", ["--backend", "tensorflow"], "tensorflow"),
     "keras-jax": ("benchmarks.peer_keras", ["--backend", "jax"], "keras"),
 }
-IMPLS = ("flaxae", "flaxae-all", *(p for p in PEERS if p != "torch.compile-graphs"))
-# Asked for by name only: flaxae's conv AE with lax convolutions (train.conv_impl=xla)
-# instead of its matmul forms, to compare the two where cuDNN runs them; on CPU
-# XLA runs their gradients as slow loops.
+# Rows run only when asked for by name (--impls), both meant for GPUs: flaxae's conv
+# AE with lax convolutions (train.conv_impl=xla) instead of its matmul forms, where
+# cuDNN runs them (XLA:CPU runs their gradients as slow loops), and PyTorch with CUDA
+# graphs (on a CPU the same as torch.compile).
 OPTIONAL_IMPLS = ("flaxae-xla-conv", "torch.compile-graphs")
+IMPLS = ("flaxae", "flaxae-all", *(p for p in PEERS if p not in OPTIONAL_IMPLS))
 BASELINE = "pytorch"
 # Examples per timed repetition (one epoch); the conv AE is ~15× the FLOPs.
 DEFAULT_SAMPLES = {"dense": 16384, "conv": 2048}
