@@ -148,12 +148,18 @@ def test_throughput_program_end_to_end(tmp_path, dtype):
   assert row["roofline_pct"] > 0 and row["ratio_to_pytorch"] is None
 
 
-def test_matmul_precision_is_checked_and_left_alone_on_cpu():
+def test_matmul_precision_is_checked_and_set_on_accelerators_only():
   with pytest.raises(ValueError, match="precision must be one of"):
     benchmark.set_matmul_precision("float16")
   before = jax.config.jax_default_matmul_precision
-  benchmark.set_matmul_precision("tf32")  # CPUs compute float32 either way.
-  assert jax.config.jax_default_matmul_precision == before
+  try:
+    benchmark.set_matmul_precision("tf32")
+    if jax.default_backend() == "cpu":  # CPUs compute float32 either way.
+      assert jax.config.jax_default_matmul_precision == before
+    else:
+      assert jax.config.jax_default_matmul_precision == "tensorfloat32"
+  finally:
+    jax.config.update("jax_default_matmul_precision", before)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
