@@ -30,16 +30,18 @@ part "batch 256, float32, every peer; lax convolutions; CUDA-graph torch.compile
 timeout 270 $TP --batch-sizes 256 --out "$OUT_DIR/b256.json" \
   --impls flaxae,flaxae-xla-conv,pytorch,torch.compile,torch.compile-graphs,keras-jax
 
-part "compile time of the dense fused epoch: autotuning on, off; the persistent cache twice"
+part "compile time of the dense fused epoch: exact float32, TF32, autotuning off, the cache twice"
 rm -rf /tmp/flaxae-jc
-for run in "default" "--xla_gpu_autotune_level=0" "cache 1" "cache 2"; do
+for run in "float32" "tf32" "--xla_gpu_autotune_level=0" "cache 1" "cache 2"; do
+  flags=""; cache=""; precision=float32
   case $run in
-    cache*) flags=""; cache=/tmp/flaxae-jc ;;
-    default) flags=""; cache="" ;;
-    *) flags=$run; cache="" ;;
+    cache*) cache=/tmp/flaxae-jc ;;
+    tf32) precision=tf32 ;;
+    --*) flags=$run ;;
   esac
   XLA_FLAGS="$flags" JAX_COMPILATION_CACHE_DIR="$cache" timeout 60 $PY -m benchmarks.flaxae_bench \
-    --model dense --batch-size 256 --samples 65536 --reps 5 --no-inference | $PY -c "
+    --model dense --batch-size 256 --samples 65536 --reps 5 --no-inference \
+    --precision $precision | $PY -c "
 import json, sys
 r = json.loads(sys.stdin.read().split('BENCH_JSON ')[1])
 print('$run:', 'compile_s', round(r['compile_s'], 2), 'samples/s', round(r['train']['samples_per_s']))"
