@@ -192,7 +192,8 @@ class TrainConfig:
       128: +27 %) and slower for large ones (the conv AE: -42 %). Results
       differ in the last bits between the two. Ignored on GPU and TPU.
     conv_impl: How conv models compute their convolutions, with the same
-      parameters and the same function either way (checkpoints load in both):
+      parameters and the same function either way (a model trained with one
+      runs in the other: ``flaxae.models.build_model(..., conv_impl=...)``):
       ``matmul``, flaxae's matrix-multiplication forms (im2col, transposed
       convolutions without zero taps), written because XLA's CPU backend runs
       some convolution gradients as slow loops; or ``xla``, ``lax``'s
@@ -269,7 +270,7 @@ class Config:
     compilation_cache: A folder for JAX's persistent compilation cache (e.g.
       ``~/.cache/flaxae``): a later run of the same program, a resume
       included, loads its compiled training chunk instead of compiling it
-      again (15-18 s on a GPU, most of it XLA's autotuning). Empty: off.
+      again (15-18 s for a fused epoch on an H100). Empty: off.
   """
 
   data: DataConfig = DataConfig()

@@ -214,8 +214,8 @@ def use_compilation_cache(folder: str) -> None:
 
   A later process that compiles the same program (a resumed run, the same
   config again, another seed of the same shapes) loads it instead: XLA:GPU's
-  compilation of a fused epoch, most of it GEMM autotuning, took 15-18 s on an
-  H100; the conv AE's 2 s on this CPU became 0.4 s. Programs that compiled in
+  compilation of a fused epoch took 15-18 s on an H100; the conv AE's 2 s on
+  a 2-core CPU became 0.4 s. Programs that compiled in
   under ``jax_persistent_cache_min_compile_time_secs`` (JAX's default: 1 s)
   are not kept. An empty ``folder`` changes nothing.
   """
