@@ -152,7 +152,7 @@ def setup(cfg: Config, feature_shape: tuple[int, ...], num_examples: int) -> Set
       step_fn, mesh, cfg.train.strategy, batch_size=batch_size,
       num_examples=num_examples, state_sharding=state_sharding,
       num_seeds=cfg.train.num_seeds, seeds_vmapped=cfg.train.seeds_vmapped,
-      options=parallel.compiler_options(cfg.train.cpu_matmuls))
+      cpu_matmuls=cfg.train.cpu_matmuls)
   return Setup(mesh, model, objective, tx, init, abstract, state_sharding, step_fn, chunk)
 
 
@@ -284,7 +284,7 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
   if cfg.data.stream:  # The same orders, read from the file by the host.
     stream_chunk = parallel.make_stream_chunk(
         built.step_fn, mesh, cfg.train.strategy, state_sharding=state_sharding,
-        prepare=train_set.on_device, options=parallel.compiler_options(cfg.train.cpu_matmuls))
+        prepare=train_set.on_device, cpu_matmuls=cfg.train.cpu_matmuls)
     feeder = stream.Feeder(train_set, orders.host, batch_size, parallel.chunk_sharding(mesh))
     run_chunk = lambda state, step, n: stream_chunk(state, feeder.get(step, n))
   else:

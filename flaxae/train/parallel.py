@@ -232,7 +232,7 @@ def use_compilation_cache(folder: str) -> None:
 def make_train_chunk(step_fn: Callable, mesh: Mesh, strategy: str, *,
                      batch_size: int, num_examples: int, state_sharding,
                      num_seeds: int = 1, seeds_vmapped: int = 0,
-                     options: dict[str, str] | None = None) -> Callable:
+                     cpu_matmuls: str = "xla") -> Callable:
   """A jitted ``chunk(state, data, order, length) -> (state, metrics)``.
 
   Runs ``length`` (static) steps from ``state.step`` with ``lax.scan``, on
@@ -245,8 +245,8 @@ def make_train_chunk(step_fn: Callable, mesh: Mesh, strategy: str, *,
   ``shard_map`` over that axis (the ``data`` axis stays the step's own);
   inside a group ``lax.map`` trains its models ``seeds_vmapped`` at a time
   (see :func:`seeds_per_vmap`). The steps must lie in one epoch (the loop's
-  schedule ends every chunk at an epoch boundary). ``options``: XLA compiler
-  options (:func:`compiler_options`).
+  schedule ends every chunk at an epoch boundary). ``cpu_matmuls``:
+  ``train.cpu_matmuls`` (:func:`compiler_options`).
   """
   check_batch(batch_size, mesh, num_examples)
   steps_per_epoch = num_examples // batch_size
@@ -287,7 +287,7 @@ def make_train_chunk(step_fn: Callable, mesh: Mesh, strategy: str, *,
                  in_shardings=(state_sharding, replicated(mesh),
                                order_sharding(mesh, num_seeds)),
                  out_shardings=(state_sharding, replicated(mesh)),
-                 compiler_options=options)
+                 compiler_options=compiler_options(cpu_matmuls))
 
 
 def chunk_sharding(mesh: Mesh) -> NamedSharding:
@@ -297,7 +297,7 @@ def chunk_sharding(mesh: Mesh) -> NamedSharding:
 
 def make_stream_chunk(step_fn: Callable, mesh: Mesh, strategy: str, *,
                       state_sharding, prepare: Callable | None = None,
-                      options: dict[str, str] | None = None) -> Callable:
+                      cpu_matmuls: str = "xla") -> Callable:
   """A jitted ``chunk(state, batches) -> (state, metrics)`` over host-read
   batches ``(L, B, ...)``: the streaming twin of :func:`make_train_chunk`,
   running the same step on the same batches. ``prepare`` turns each batch as
@@ -313,7 +313,7 @@ def make_stream_chunk(step_fn: Callable, mesh: Mesh, strategy: str, *,
   return jax.jit(chunk, donate_argnums=0,
                  in_shardings=(state_sharding, chunk_sharding(mesh)),
                  out_shardings=(state_sharding, replicated(mesh)),
-                 compiler_options=options)
+                 compiler_options=compiler_options(cpu_matmuls))
 
 
 def make_eval(eval_fn: Callable, mesh: Mesh) -> Callable:
