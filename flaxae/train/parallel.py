@@ -209,6 +209,19 @@ def compiler_options(cpu_matmuls: str = "xla") -> dict[str, str] | None:
   return None
 
 
+def model_matmuls(cpu_matmuls: str, mesh: Mesh, strategy: str) -> str:
+  """The model's ``matmuls`` (:func:`flaxae.models.build_model`) for
+  ``train.cpu_matmuls`` on this backend and mesh: ``mkl`` only on CPU."""
+  if cpu_matmuls != "mkl" or jax.default_backend() != "cpu":
+    return "xla"
+  if strategy == "jit" and mesh.shape[DATA_AXIS] > 1:
+    raise ConfigError(
+        "train.cpu_matmuls=mkl computes products in a custom call, whose operands the "
+        "jit strategy's partitioner gathers onto every device: with more than one "
+        "data-parallel device use train.strategy=shard_map (each device its own products)")
+  return "mkl"
+
+
 def use_compilation_cache(folder: str) -> None:
   """Keeps compiled programs in ``folder`` (JAX's persistent compilation cache).
 
@@ -257,8 +270,11 @@ def make_train_chunk(step_fn: Callable, mesh: Mesh, strategy: str, *,
 
     def body(state, i):
       idx = lax.dynamic_slice(order, (start + i * batch_size,), (batch_size,))
-      # A permutation is in bounds: "clip" spares the out-of-bounds select.
-      return step(state, compact.decode(jnp.take(data, idx, axis=0, mode="clip")))
+      # Whole examples as rows (a 28×28×1 image's last axis of 1 would make
+      # XLA:CPU copy it one value at a time); a permutation is in bounds:
+      # "clip" spares the out-of-bounds select.
+      rows = jnp.take(data.reshape(data.shape[0], -1), idx, axis=0, mode="clip")
+      return step(state, compact.decode(rows.reshape(batch_size, *data.shape[1:])))
 
     state, metrics = lax.scan(body, state, jnp.arange(length))
     return state, jax.tree.map(jnp.mean, metrics)
