@@ -19,7 +19,8 @@ __all__ = ["benchmark_config", "model_macs", "run", "tiled", "user_benchmark"]
 
 
 def benchmark_config(model: str, batch_size: int, num_devices: int = 1,
-                     compute_dtype: str = "float32", conv_impl: str = "matmul") -> Config:
+                     compute_dtype: str = "float32", conv_impl: str = "matmul",
+                     cpu_matmuls: str = "xla") -> Config:
   """The issue's dense (784-256-64) or conv (32→64, spatial code) AE: BCE, Adam 1e-3."""
   if model == "dense":
     mcfg = ModelConfig(arch="dense", widths=common.DENSE_WIDTHS, loss="bce")
@@ -29,7 +30,7 @@ def benchmark_config(model: str, batch_size: int, num_devices: int = 1,
   return Config(model=mcfg, train=TrainConfig(
       batch_size=batch_size, optimizer="adam", learning_rate=common.LEARNING_RATE,
       schedule="constant", num_devices=num_devices, epochs=1,
-      compute_dtype=compute_dtype, conv_impl=conv_impl))
+      compute_dtype=compute_dtype, conv_impl=conv_impl, cpu_matmuls=cpu_matmuls))
 
 
 def main(argv=None) -> None:
@@ -38,18 +39,20 @@ def main(argv=None) -> None:
     p.add_argument("--strategy", choices=("jit", "shard_map"), default="jit")
     p.add_argument("--conv-impl", choices=("matmul", "xla"), default="matmul",
                    help="the conv AE's convolutions: flaxae's matmul forms or lax's")
+    p.add_argument("--cpu-matmuls", choices=("xla", "eigen", "mkl"), default="xla",
+                   help="train.cpu_matmuls: who computes the products on CPU")
 
   args = common.peer_args(argv, "flaxae throughput", extra)
   set_matmul_precision(args.precision)
   cfg = benchmark_config(args.model, args.batch_size, args.devices, args.dtype,
-                         args.conv_impl)
+                         args.conv_impl, args.cpu_matmuls)
   cfg = dataclasses.replace(
       cfg, train=dataclasses.replace(cfg.train, strategy=args.strategy))
   steps = common.steps_per_rep(args.batch_size, args.samples)
   data = common.make_images(steps * args.batch_size, args.seed)
   record = run(cfg, data, reps=args.reps, inference=not args.no_inference)
   common.emit({**record, "dtype": args.dtype, "precision": args.precision,
-               "conv_impl": args.conv_impl})
+               "conv_impl": args.conv_impl, "cpu_matmuls": args.cpu_matmuls})
 
 
 if __name__ == "__main__":

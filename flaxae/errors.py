@@ -35,3 +35,8 @@ class TrainingError(FlaxaeError):
 
 class FormatError(FlaxaeError, ValueError):
   """A compressed file is malformed, truncated, corrupt or from another model."""
+
+
+class KernelError(FlaxaeError):
+  """A native kernel the config asks for cannot be built or loaded (no
+  compiler, no MKL)."""

@@ -58,10 +58,12 @@ def code_activation(cfg: ModelConfig) -> str:
 
 
 def build_model(cfg: ModelConfig, feature_shape: tuple[int, ...],
-                dtype: str = "float32", conv_impl: str = "matmul") -> Autoencoder:
+                dtype: str = "float32", conv_impl: str = "matmul",
+                matmuls: str = "xla") -> Autoencoder:
   """The model for examples of ``feature_shape``, as the config's kind and arch
   say, computing in ``dtype`` (``train.compute_dtype``), its convolutions in
-  the form ``conv_impl`` names (``train.conv_impl``)."""
+  the form ``conv_impl`` names (``train.conv_impl``), its dense layers'
+  products by ``matmuls`` (``xla``, or ``mkl`` for ``train.cpu_matmuls=mkl``)."""
   feature_shape = tuple(int(s) for s in feature_shape)
   num_features = 1
   for s in feature_shape:
@@ -85,6 +87,7 @@ def build_model(cfg: ModelConfig, feature_shape: tuple[int, ...],
       dropout=cfg.dropout,
       dtype=dtype,
       conv_impl=conv_impl,
+      matmuls=matmuls,
   )
   if cfg.kind == "vae":
     return VariationalAutoencoder(**common, logvar_min=cfg.logvar_min,

@@ -46,6 +46,9 @@ class Autoencoder(nn.Module):
       the codebook are computed in float32 (mixed precision).
     conv_impl: ``matmul`` (:mod:`flaxae.models.layers`) or ``xla`` (Flax's
       ``lax`` convolutions): the same parameters and function.
+    matmuls: Who computes the dense layers' float32 products: ``xla``, or
+      ``mkl`` (:mod:`flaxae.kernels`: MKL on CPU, XLA's elsewhere); the same
+      parameters and function.
   """
 
   arch: str
@@ -59,6 +62,7 @@ class Autoencoder(nn.Module):
   dropout: float = 0.0
   dtype: str = "float32"
   conv_impl: str = "matmul"
+  matmuls: str = "xla"
 
   @property
   def code_shape(self) -> tuple[int, ...]:
@@ -83,12 +87,14 @@ class Autoencoder(nn.Module):
     if self.arch == "dense":
       widths = tuple(self.widths)
       widths = widths[:-1] + (widths[-1] * code_factor,)
-      return DenseEncoder(widths, act, code_act, self.dropout, dtype=self.dtype)
+      return DenseEncoder(widths, act, code_act, self.dropout, dtype=self.dtype,
+                          matmuls=self.matmuls)
     channels, latent_dim = tuple(self.channels), self.latent_dim * code_factor
     if not latent_dim:
       channels = channels[:-1] + (channels[-1] * code_factor,)
     return ConvEncoder(channels, latent_dim, self.kernel_size, act, code_act,
-                       self.dropout, dtype=self.dtype, conv_impl=self.conv_impl)
+                       self.dropout, dtype=self.dtype, conv_impl=self.conv_impl,
+                       matmuls=self.matmuls)
 
   def _decoder(self) -> nn.Module:
     act = activation_fn(self.activation)
@@ -97,10 +103,10 @@ class Autoencoder(nn.Module):
       for s in self.feature_shape:
         num_features *= s
       return DenseDecoder(tuple(reversed(self.widths[:-1])), num_features, act,
-                          self.dropout, dtype=self.dtype)
+                          self.dropout, dtype=self.dtype, matmuls=self.matmuls)
     return ConvDecoder(tuple(self.channels), tuple(self.feature_shape),
                        self.latent_dim, self.kernel_size, act, self.dropout,
-                       dtype=self.dtype, conv_impl=self.conv_impl)
+                       dtype=self.dtype, conv_impl=self.conv_impl, matmuls=self.matmuls)
 
   def setup(self):
     self.encoder = self._encoder()

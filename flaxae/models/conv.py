@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from flaxae.models.dense import dense
 from flaxae.models.layers import Conv, ConvTranspose
 
 
@@ -71,6 +72,7 @@ class ConvEncoder(nn.Module):
   dropout: float = 0.0
   dtype: jnp.dtype = jnp.float32  # Computation dtype; parameters stay float32.
   conv_impl: str = "matmul"
+  matmuls: str = "xla"  # Who computes the dense layers' products (dense.dense).
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -83,7 +85,7 @@ class ConvEncoder(nn.Module):
       if self.dropout and (i < last or self.latent_dim):
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
     if self.latent_dim:
-      x = nn.Dense(self.latent_dim, dtype=self.dtype, name="code")(x.reshape(x.shape[0], -1))
+      x = dense(self.latent_dim, self.dtype, self.matmuls, "code")(x.reshape(x.shape[0], -1))
       if self.code_activation is not None:
         x = self.code_activation(x)
     return x
@@ -104,6 +106,7 @@ class ConvDecoder(nn.Module):
   dropout: float = 0.0
   dtype: jnp.dtype = jnp.float32  # Computation dtype; parameters stay float32.
   conv_impl: str = "matmul"
+  matmuls: str = "xla"  # Who computes the dense layers' products (dense.dense).
 
   @nn.compact
   def __call__(self, z: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -112,7 +115,7 @@ class ConvDecoder(nn.Module):
     h, w = downsampled(height, levels), downsampled(width, levels)
     drop = lambda y: nn.Dropout(self.dropout, deterministic=not train)(y) if self.dropout else y
     if self.latent_dim:
-      grid = nn.Dense(h * w * self.channels[-1], dtype=self.dtype, name="grid")
+      grid = dense(h * w * self.channels[-1], self.dtype, self.matmuls, "grid")
       z = drop(self.activation(grid(z)))
       z = z.reshape(z.shape[0], h, w, self.channels[-1])
     for i, ch in enumerate(reversed(self.channels)):

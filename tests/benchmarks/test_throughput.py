@@ -100,7 +100,7 @@ def test_report_ratios_table_and_acceptance():
   assert checks["dense b256: flaxae / pytorch"]["holds"]
   assert not checks["dense b256: flaxae / keras-tf"]["holds"]  # 2.0 < 2.5.
   assert checks["conv b256: flaxae / pytorch"]["value"] == pytest.approx(0.5)
-  assert checks["dense b256: fused-epoch compile s"]["holds"]
+  assert checks["dense b256: flaxae fused-epoch compile s"]["holds"]
 
 
 def test_slow_jobs_get_fewer_examples_or_are_skipped():
@@ -219,3 +219,27 @@ def test_xla_conv_rows_are_asked_for_by_name_and_only_for_the_conv_model():
       ("dense", "flaxae"), ("conv", "flaxae"), ("conv", "flaxae-xla-conv")]
   argv = jobs[-1][4]
   assert argv[argv.index("--conv-impl") + 1] == "xla"
+
+
+def test_mkl_rows_run_the_dense_model_on_cpu_and_the_faster_flaxae_row_is_judged():
+  args = throughput.parse_args(["--impls", "flaxae,flaxae-mkl", "--batch-sizes", "256"])
+  jobs = list(throughput._jobs(args, 1, "cpu"))  # pylint: disable=protected-access
+  assert [(m, impl) for m, _, impl, *_ in jobs] == [
+      ("dense", "flaxae"), ("dense", "flaxae-mkl"), ("conv", "flaxae")]
+  argv = jobs[1][4]
+  assert argv[argv.index("--cpu-matmuls") + 1] == "mkl"
+  assert [impl for _, _, impl, *_ in throughput._jobs(args, 1, "gpu")] == [  # pylint: disable=protected-access
+      "flaxae", "flaxae"]
+
+  def rec(impl, arch, sps):
+    return {"impl": impl, "arch": arch, "batch_size": 256, "all_devices": False,
+            "train": {"samples_per_s": sps}, "roofline_pct": sps / 1000, "compile_s": 0.5}
+
+  results = [rec("flaxae", "dense", 80_000), rec("flaxae-mkl", "dense", 96_000),
+             rec("pytorch", "dense", 64_000), rec("keras-tf", "dense", 32_000),
+             rec("flaxae", "conv", 3_000), rec("pytorch", "conv", 2_000)]
+  checks = {c["figure"]: c for c in throughput.acceptance(results)}
+  assert checks["dense b256: flaxae-mkl / pytorch"]["value"] == 1.5
+  assert checks["dense b256: flaxae-mkl / keras-tf"]["holds"]
+  assert checks["dense b256: flaxae-mkl % of matmul roofline"]["value"] == 96
+  assert checks["conv b256: flaxae / pytorch"]["value"] == 1.5

@@ -1,0 +1,146 @@
+"""flaxae's MKL matrix product (an XLA FFI kernel on CPU) against XLA's own."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from flaxae import kernels
+from flaxae.config import Config, ModelConfig, TrainConfig
+from flaxae.errors import ConfigError, KernelError
+from flaxae.kernels import native
+from flaxae.models import build_model
+from flaxae.train.loop import setup
+
+from tests.train.helpers import rel_diff, trained_state
+
+
+def _available() -> str:
+  try:
+    native.find_mkl()
+    native._compiler()  # pylint: disable=protected-access
+  except KernelError as e:
+    return str(e)
+  return ""
+
+
+pytestmark = pytest.mark.skipif(bool(_available()), reason=_available())
+DATA = np.random.default_rng(0).random((320, 8, 8, 1), dtype=np.float32)
+
+
+def _random(shape, seed):
+  return jax.random.normal(jax.random.key(seed), shape, jnp.float32)
+
+
+@pytest.mark.parametrize("m,k,n", [(256, 784, 64), (300, 70, 45), (17, 5, 200), (1, 1, 1),
+                                   (33, 16, 33), (64, 64, 16)])
+def test_products_and_gradients_equal_xla(m, k, n):
+  a, b = _random((m, k), 0), _random((k, n), 1)
+  np.testing.assert_allclose(jax.jit(kernels.matmul)(a, b), a @ b, rtol=2e-5, atol=2e-5 * k)
+  loss = lambda mm: lambda a, b: jnp.sum(jnp.sin(mm(a, b)))
+  ours = jax.jit(jax.grad(loss(kernels.matmul), (0, 1)))(a, b)
+  xla = jax.grad(loss(jnp.matmul), (0, 1))(a, b)
+  for got, want, size in zip(ours, xla, (n, m)):
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * size)
+
+
+def test_the_products_are_the_kernel_and_repeat_bit_for_bit():
+  a, b = _random((96, 40), 2), _random((40, 24), 3)
+  step = jax.jit(jax.value_and_grad(lambda a, b: jnp.sum(kernels.matmul(a, b) ** 2), (0, 1)))
+  # Forward, and both gradient products: three calls of the kernel, no dot.
+  hlo = step.lower(a, b).compile().as_text()
+  assert hlo.count(f'custom_call_target="{native.TARGET}"') == 3 and " dot(" not in hlo
+  first, again = step(a, b), step(a, b)
+  jax.tree.map(np.testing.assert_array_equal, first, again)
+
+
+def test_parts_split_rows_or_columns_the_same_way():
+  # Splitting over XLA's threads must not change a value (one part each).
+  a, b = _random((200, 30), 4), _random((30, 150), 5)
+  call = lambda parts, trans_b: jax.ffi.ffi_call(
+      native.TARGET, jax.ShapeDtypeStruct((200, 150), jnp.float32))(
+          a, b.T if trans_b else b, trans_a=False, trans_b=trans_b, parts=np.int64(parts))
+  native.register()
+  one = np.asarray(jax.jit(lambda: call(1, False))())
+  np.testing.assert_allclose(one, a @ b, rtol=2e-5, atol=1e-3)
+  for parts in (2, 3, 7):
+    for trans_b in (False, True):
+      np.testing.assert_allclose(jax.jit(lambda: call(parts, trans_b))(), one, rtol=1e-6,
+                                 atol=1e-5)
+
+
+def test_batched_and_empty_products():
+  a, b = _random((3, 40, 20), 6), _random((3, 20, 33), 7)
+  np.testing.assert_allclose(jax.jit(jax.vmap(kernels.matmul))(a, b), a @ b, rtol=2e-5,
+                             atol=1e-4)
+  assert kernels.matmul(jnp.zeros((0, 5)), jnp.zeros((5, 3))).shape == (0, 3)
+  np.testing.assert_array_equal(kernels.matmul(jnp.ones((4, 0)), jnp.ones((0, 3))),
+                                np.zeros((4, 3)))
+  with pytest.raises(ValueError, match="float32 only"):
+    kernels.matmul(a[0].astype(jnp.bfloat16), b[0])
+
+
+def test_a_model_built_with_mkl_matmuls_is_the_same_function():
+  cfg = ModelConfig(arch="dense", widths=(32, 8))
+  x = jax.random.uniform(jax.random.key(0), (16, 8, 8, 1))
+  xla, mkl = build_model(cfg, (8, 8, 1)), build_model(cfg, (8, 8, 1), matmuls="mkl")
+  params = xla.init(jax.random.key(1), x)
+  assert jax.tree.structure(params) == jax.tree.structure(mkl.init(jax.random.key(1), x))
+  np.testing.assert_allclose(jax.jit(mkl.apply)(params, x), xla.apply(params, x),
+                             rtol=1e-5, atol=1e-5)
+  assert native.TARGET in jax.jit(mkl.apply).lower(params, x).as_text()
+
+
+@pytest.fixture(scope="module")
+def xla_trained():
+  return trained_state(DATA, num_devices=1, steps=20)
+
+
+def test_training_with_mkl_matmuls_equals_xla(xla_trained):
+  train = TrainConfig(num_devices=1, batch_size=32, epochs=20, cpu_matmuls="mkl")
+  mkl = trained_state(DATA, steps=20, train=train)
+  assert rel_diff(mkl.params, xla_trained.params) <= 1e-5
+  jax.tree.map(np.testing.assert_array_equal, trained_state(DATA, steps=20, train=train).params,
+               mkl.params)  # The same bits again.
+
+
+@pytest.mark.devices(4)
+def test_several_devices_need_the_shard_map_strategy(xla_trained):
+  train = TrainConfig(num_devices=4, batch_size=32, epochs=20, cpu_matmuls="mkl")
+  with pytest.raises(ConfigError, match="strategy=shard_map"):
+    setup(Config(model=ModelConfig(widths=(32, 8)), train=train), DATA.shape[1:], len(DATA))
+  train = TrainConfig(num_devices=4, batch_size=32, epochs=20, cpu_matmuls="mkl",
+                      strategy="shard_map")
+  assert rel_diff(trained_state(DATA, steps=20, train=train).params,
+                  xla_trained.params) <= 1e-5
+
+
+def test_missing_mkl_or_compiler_is_a_clear_error(monkeypatch, tmp_path):
+  monkeypatch.setenv("FLAXAE_MKL", str(tmp_path / "libmkl_rt.so"))
+  with pytest.raises(KernelError, match="FLAXAE_MKL=.* is not a file"):
+    native.find_mkl()
+  monkeypatch.setenv("CXX", "no-such-c++")
+  with pytest.raises(KernelError, match="no C\\+\\+ compiler 'no-such-c\\+\\+'"):
+    native.build()
+
+
+def test_the_cli_reports_a_missing_mkl_in_one_line(tmp_path):
+  env = {**os.environ, "FLAXAE_MKL": str(tmp_path / "nothing.so")}
+  done = subprocess.run(
+      [sys.executable, "-m", "flaxae.cli", "train", "--train.cpu_matmuls=mkl",
+       "--train.epochs=1", "--train.num_devices=1", f"--run_dir={tmp_path / 'run'}"],
+      capture_output=True, text=True, env=env, timeout=300)
+  assert done.returncode == 2, done.stderr
+  assert "FLAXAE_MKL=" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_kernel_builds_once_per_version(tmp_path, monkeypatch):
+  monkeypatch.setenv("FLAXAE_CACHE_DIR", str(tmp_path))
+  first = native.build()
+  stamp = first.stat().st_mtime_ns
+  assert native.build() == first and first.stat().st_mtime_ns == stamp
+  assert first.parent == tmp_path / "kernels" and list(first.parent.iterdir()) == [first]
