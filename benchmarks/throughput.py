@@ -45,7 +45,7 @@ OPTIONAL_IMPLS = ("flaxae-xla-conv", "torch.compile-graphs")
 IMPLS = ("flaxae", "flaxae-mkl", "flaxae-all",
          *(p for p in PEERS if p not in OPTIONAL_IMPLS))
 # flaxae's own rows on one device: XLA's products, and (on CPU) MKL's
-# (train.cpu_matmuls=mkl, the dense layers' products in flaxae's FFI kernel).
+# (train.cpu_matmuls=mkl: every layer's products in flaxae's FFI kernel).
 FLAXAE_ONE_DEVICE = ("flaxae", "flaxae-mkl")
 BASELINE = "pytorch"
 # Examples per timed repetition (one epoch); the conv AE is ~15× the FLOPs.
@@ -106,7 +106,7 @@ def _jobs(args, devices_all: int, platform_: str):
         if impl == "flaxae":
           yield model, bs, impl, "benchmarks.flaxae_bench", [*common_args, "--devices", "1"], {}
         elif impl == "flaxae-mkl":
-          if platform_ == "cpu" and model == "dense":  # The conv AE's dense layers: none.
+          if platform_ == "cpu":
             yield model, bs, impl, "benchmarks.flaxae_bench", [
                 *common_args, "--devices", "1", "--cpu-matmuls", "mkl"], {}
         elif impl == "flaxae-xla-conv":

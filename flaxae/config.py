@@ -190,10 +190,12 @@ class TrainConfig:
       matrix products: ``xla`` (XLA's own choice: YNNPACK fusions);
       ``eigen``, faster for small products (a dense 784-32-784 AE at batch
       128: +27 %) and slower for large ones (the conv AE: -42 %); or ``mkl``,
-      the dense layers' products through Intel MKL's sgemm in an XLA custom
-      call (:mod:`flaxae.kernels`; needs ``pip install "flaxae[mkl]"`` and a
-      C++ compiler for its first use; the dense AE 784-256-64 at batch 256:
-      +10-15 %; with several data-parallel devices, strategy ``shard_map``).
+      the layers' float32 products (dense layers, the convolutions' matmul
+      forms) through Intel MKL's sgemm in an XLA custom call
+      (:mod:`flaxae.kernels`; needs ``pip install "flaxae[mkl]"`` and a C++
+      compiler for its first use; at batch 256 the dense AE 784-256-64 +15-20 %,
+      the conv AE +28 %; with several data-parallel devices, strategy
+      ``shard_map``).
       Results differ in the last bits between the three. Ignored on GPU and
       TPU.
     conv_impl: How conv models compute their convolutions, with the same

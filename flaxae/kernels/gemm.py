@@ -72,6 +72,23 @@ def matmul(a: jax.Array, b: jax.Array) -> jax.Array:
   return _matmul(a, b)
 
 
+def product(a: jax.Array, b: jax.Array, matmuls: str = "xla", *, trans_a: bool = False,
+            trans_b: bool = False) -> jax.Array:
+  """``op(a) @ op(b)`` of ``a (..., K)`` (or 2-D ``(K, M)`` with ``trans_a``) and
+  2-D ``b``, by ``matmuls``: ``xla``, or ``mkl`` for float32 operands (others
+  take XLA's dot). Not differentiable through the kernel: for hand-written
+  gradients (:mod:`flaxae.models.layers`); :func:`matmul` has a gradient."""
+  if matmuls not in MATMULS:
+    raise ValueError(f"matmuls must be one of {MATMULS}, got {matmuls!r}")
+  if trans_a and a.ndim != 2:
+    raise ValueError(f"a transposed left operand must be 2-D, got {a.shape}")
+  if matmuls == "xla" or a.dtype != jnp.float32 or b.dtype != jnp.float32:
+    return (a.T if trans_a else a) @ (b.T if trans_b else b)
+  native.register()
+  out = _product(a.reshape(-1, a.shape[-1]) if not trans_a else a, b, trans_a, trans_b)
+  return out if trans_a else out.reshape(*a.shape[:-1], out.shape[-1])
+
+
 def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
   """:func:`jax.lax.dot_general`, with a dense layer's float32 products
   (``x (..., K)`` by ``kernel (K, N)``) through :func:`matmul`."""

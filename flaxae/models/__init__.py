@@ -62,7 +62,7 @@ def build_model(cfg: ModelConfig, feature_shape: tuple[int, ...],
                 matmuls: str = "xla") -> Autoencoder:
   """The model for examples of ``feature_shape``, as the config's kind and arch
   say, computing in ``dtype`` (``train.compute_dtype``), its convolutions in
-  the form ``conv_impl`` names (``train.conv_impl``), its dense layers'
+  the form ``conv_impl`` names (``train.conv_impl``), its layers'
   products by ``matmuls`` (``xla``, or ``mkl`` for ``train.cpu_matmuls=mkl``)."""
   feature_shape = tuple(int(s) for s in feature_shape)
   num_features = 1

@@ -46,9 +46,9 @@ class Autoencoder(nn.Module):
       the codebook are computed in float32 (mixed precision).
     conv_impl: ``matmul`` (:mod:`flaxae.models.layers`) or ``xla`` (Flax's
       ``lax`` convolutions): the same parameters and function.
-    matmuls: Who computes the dense layers' float32 products: ``xla``, or
-      ``mkl`` (:mod:`flaxae.kernels`: MKL on CPU, XLA's elsewhere); the same
-      parameters and function.
+    matmuls: Who computes the layers' float32 products (dense layers and the
+      matmul forms of convolutions): ``xla``, or ``mkl`` (:mod:`flaxae.kernels`:
+      MKL on CPU, XLA's elsewhere); the same parameters and function.
   """
 
   arch: str

@@ -22,23 +22,27 @@ from flaxae.models.layers import Conv, ConvTranspose
 CONV_IMPLS = ("matmul", "xla")
 
 
-def conv(impl: str, features: int, k: int, s: int, dtype, name: str) -> nn.Module:
-  """A SAME ``k×k`` convolution of stride ``s`` in the form ``impl`` names."""
+def conv(impl: str, features: int, k: int, s: int, dtype, name: str,
+         matmuls: str = "xla") -> nn.Module:
+  """A SAME ``k×k`` convolution of stride ``s`` in the form ``impl`` names
+  (the matmul form's products by ``matmuls``)."""
   if impl == "xla":
     return nn.Conv(features, (k, k), strides=(s, s), padding="SAME", dtype=dtype, name=name)
   if impl != "matmul":
     raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
-  return Conv(features, k, s, name=name)
+  return Conv(features, k, s, matmuls, name=name)
 
 
-def conv_transpose(impl: str, features: int, k: int, s: int, dtype, name: str) -> nn.Module:
-  """A SAME ``k×k`` transposed convolution of stride ``s`` in the form ``impl`` names."""
+def conv_transpose(impl: str, features: int, k: int, s: int, dtype, name: str,
+                   matmuls: str = "xla") -> nn.Module:
+  """A SAME ``k×k`` transposed convolution of stride ``s`` in the form ``impl``
+  names (the matmul form's products by ``matmuls``)."""
   if impl == "xla":
     return nn.ConvTranspose(features, (k, k), strides=(s, s), padding="SAME", dtype=dtype,
                             name=name)
   if impl != "matmul":
     raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
-  return ConvTranspose(features, k, s, name=name)
+  return ConvTranspose(features, k, s, matmuls, name=name)
 
 
 def downsampled(size: int, levels: int) -> int:
@@ -72,13 +76,14 @@ class ConvEncoder(nn.Module):
   dropout: float = 0.0
   dtype: jnp.dtype = jnp.float32  # Computation dtype; parameters stay float32.
   conv_impl: str = "matmul"
-  matmuls: str = "xla"  # Who computes the dense layers' products (dense.dense).
+  matmuls: str = "xla"  # Who computes the products (:mod:`flaxae.kernels`).
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     last = len(self.channels) - 1
     for i, ch in enumerate(self.channels):
-      x = conv(self.conv_impl, ch, self.kernel_size, 2, self.dtype, f"conv_{i}")(x)
+      x = conv(self.conv_impl, ch, self.kernel_size, 2, self.dtype, f"conv_{i}",
+               self.matmuls)(x)
       if i == last and not self.latent_dim and self.code_activation is not None:
         return self.code_activation(x)
       x = self.activation(x)
@@ -106,7 +111,7 @@ class ConvDecoder(nn.Module):
   dropout: float = 0.0
   dtype: jnp.dtype = jnp.float32  # Computation dtype; parameters stay float32.
   conv_impl: str = "matmul"
-  matmuls: str = "xla"  # Who computes the dense layers' products (dense.dense).
+  matmuls: str = "xla"  # Who computes the products (:mod:`flaxae.kernels`).
 
   @nn.compact
   def __call__(self, z: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -120,6 +125,8 @@ class ConvDecoder(nn.Module):
       z = z.reshape(z.shape[0], h, w, self.channels[-1])
     for i, ch in enumerate(reversed(self.channels)):
       z = drop(self.activation(conv_transpose(
-          self.conv_impl, ch, self.kernel_size, 2, self.dtype, f"deconv_{i}")(z)))
-    z = conv(self.conv_impl, out_ch, self.kernel_size, 1, self.dtype, "logits")(z)
+          self.conv_impl, ch, self.kernel_size, 2, self.dtype, f"deconv_{i}",
+          self.matmuls)(z)))
+    z = conv(self.conv_impl, out_ch, self.kernel_size, 1, self.dtype, "logits",
+             self.matmuls)(z)
     return z[:, :height, :width, :]

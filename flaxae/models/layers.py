@@ -36,6 +36,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from flaxae import kernels
+
 
 def _same_pads(size: int, k: int, s: int) -> tuple[int, int]:
   """Low/high padding of a SAME convolution (as ``lax.padtype_to_pads``)."""
@@ -66,12 +68,13 @@ def im2col(x: jnp.ndarray, k: int, s: int) -> jnp.ndarray:
   return jnp.concatenate(cols, axis=-1)
 
 
-def tap_products(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+def tap_products(x: jnp.ndarray, kernel: jnp.ndarray, matmuls: str = "xla") -> jnp.ndarray:
   """``(B, H, W, C)`` and ``(k, k, C, F)`` → ``(B, H, W, k, k, F)``: each input
-  pixel times each tap (one matmul, ``C`` → ``k·k·F``)."""
+  pixel times each tap (one matmul, ``C`` → ``k·k·F``, by ``matmuls``:
+  :func:`flaxae.kernels.product`)."""
   k, _, _, f = kernel.shape
   b, h, w, _ = x.shape
-  return (x @ _weight_matrix(kernel, x.dtype)).reshape(b, h, w, k, k, f)
+  return kernels.product(x, _weight_matrix(kernel, x.dtype), matmuls).reshape(b, h, w, k, k, f)
 
 
 def _weight_matrix(kernel: jnp.ndarray, dtype) -> jnp.ndarray:
@@ -80,33 +83,50 @@ def _weight_matrix(kernel: jnp.ndarray, dtype) -> jnp.ndarray:
   return kernel.transpose(2, 0, 1, 3).reshape(c, k * k * f).astype(dtype)
 
 
-def _kernel_grad(x: jnp.ndarray, dz: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+def _linear(x: jnp.ndarray, w: jnp.ndarray, matmuls: str) -> jnp.ndarray:
+  """``x (..., K) @ w (K, N)``, differentiable, by ``matmuls``."""
+  if matmuls == "mkl":
+    return kernels.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())))
+  return x @ w
+
+
+def _input_grad(dz: jnp.ndarray, kernel: jnp.ndarray, x: jnp.ndarray,
+                matmuls: str) -> jnp.ndarray:
+  """Gradient of the input ``x`` from that of its tap products ``(B·H·W, k·k·F)``."""
+  w = _weight_matrix(kernel, x.dtype)
+  return kernels.product(dz, w, matmuls, trans_b=True).reshape(x.shape)
+
+
+def _kernel_grad(x: jnp.ndarray, dz: jnp.ndarray, kernel: jnp.ndarray,
+                 matmuls: str) -> jnp.ndarray:
   """Gradient of the kernel from the input ``(B, H, W, C)`` and the gradient
   of its tap products ``(B·H·W, k·k·F)``."""
   k, _, c, f = kernel.shape
-  dw = x.reshape(-1, c).T @ dz
+  dw = kernels.product(x.reshape(-1, c), dz, matmuls, trans_a=True)
   return dw.reshape(c, k, k, f).transpose(1, 2, 0, 3).astype(kernel.dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def output_side_conv(x: jnp.ndarray, kernel: jnp.ndarray, s: int) -> jnp.ndarray:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def output_side_conv(x: jnp.ndarray, kernel: jnp.ndarray, s: int,
+                     matmuls: str = "xla") -> jnp.ndarray:
   """A SAME ``k×k`` convolution with stride ``s`` as :func:`tap_products`
-  plus ``k·k`` shifted (strided) adds: ``y[o] = Σ_t z[s·o + t − pad, t]``."""
+  plus ``k·k`` shifted (strided) adds: ``y[o] = Σ_t z[s·o + t − pad, t]``;
+  its products by ``matmuls``."""
   k = kernel.shape[0]
   _, h, w, _ = x.shape
   (pt, pb), (pl, pr) = _same_pads(h, k, s), _same_pads(w, k, s)
-  z = jnp.pad(tap_products(x, kernel),
+  z = jnp.pad(tap_products(x, kernel, matmuls),
               ((0, 0), (pt, pb), (pl, pr), (0, 0), (0, 0), (0, 0)))
   ho, wo = math.ceil(h / s), math.ceil(w / s)
   return sum(z[:, ky:ky + s * (ho - 1) + 1:s, kx:kx + s * (wo - 1) + 1:s, ky, kx, :]
              for ky in range(k) for kx in range(k))
 
 
-def _output_side_conv_fwd(x, kernel, s):
-  return output_side_conv(x, kernel, s), (x, kernel)
+def _output_side_conv_fwd(x, kernel, s, matmuls):
+  return output_side_conv(x, kernel, s, matmuls), (x, kernel)
 
 
-def _output_side_conv_bwd(s, res, g):
+def _output_side_conv_bwd(s, matmuls, res, g):
   # By hand, as a gather: see _conv_transpose_bwd. Tap t of input pixel i fed
   # output (i + pad − t) / s: dilate g by s, pad it so that slot i + k − 1 − t
   # holds that output, and take one slice per tap.
@@ -125,8 +145,7 @@ def _output_side_conv_bwd(s, res, g):
   dz = jnp.concatenate([g[:, k - 1 - ty:k - 1 - ty + h, k - 1 - tx:k - 1 - tx + w, :]
                         for ty in range(k) for tx in range(k)], axis=-1)
   dz = dz.reshape(b * h * w, k * k * f)
-  dx = (dz @ _weight_matrix(kernel, x.dtype).T).reshape(x.shape)
-  return dx, _kernel_grad(x, dz, kernel)
+  return _input_grad(dz, kernel, x, matmuls), _kernel_grad(x, dz, kernel, matmuls)
 
 
 output_side_conv.defvjp(_output_side_conv_fwd, _output_side_conv_bwd)
@@ -137,11 +156,13 @@ class Conv(nn.Module):
 
   Input side (im2col, ``k·k·C`` per output pixel) or output side (``k·k·F``
   per input pixel), whichever moves less: output side when ``F·s² < C``.
+  ``matmuls``: who computes the products (:mod:`flaxae.kernels`).
   """
 
   features: int
   kernel_size: int = 3
   strides: int = 1
+  matmuls: str = "xla"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -150,9 +171,9 @@ class Conv(nn.Module):
                         jnp.float32)
     bias = self.param("bias", nn.initializers.zeros_init(), (f,), jnp.float32)
     if f * s * s < c:
-      y = output_side_conv(x, kernel, s)
+      y = output_side_conv(x, kernel, s, self.matmuls)
     else:
-      y = im2col(x, k, s) @ kernel.reshape(k * k * c, f).astype(x.dtype)
+      y = _linear(im2col(x, k, s), kernel.reshape(k * k * c, f).astype(x.dtype), self.matmuls)
     return y + bias.reshape(1, 1, 1, -1).astype(y.dtype)
 
 
@@ -207,20 +228,21 @@ def _gather_taps(dy: jnp.ndarray, k: int) -> jnp.ndarray:
   return jnp.concatenate(cols, axis=-1)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def conv_transpose(x: jnp.ndarray, kernel: jnp.ndarray, s: int) -> jnp.ndarray:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_transpose(x: jnp.ndarray, kernel: jnp.ndarray, s: int,
+                   matmuls: str = "xla") -> jnp.ndarray:
   """SAME transposed convolution of ``(B, H, W, C)`` by ``(k, k, C, F)``:
-  ``(B, H·s, W·s, F)``, on the output side."""
+  ``(B, H·s, W·s, F)``, on the output side; its products by ``matmuls``."""
   b, h, w, _ = x.shape
   f = kernel.shape[-1]
-  return _overlap_add(tap_products(x, kernel), s).reshape(b, h * s, w * s, f)
+  return _overlap_add(tap_products(x, kernel, matmuls), s).reshape(b, h * s, w * s, f)
 
 
-def _conv_transpose_fwd(x, kernel, s):
-  return conv_transpose(x, kernel, s), (x, kernel)
+def _conv_transpose_fwd(x, kernel, s, matmuls):
+  return conv_transpose(x, kernel, s, matmuls), (x, kernel)
 
 
-def _conv_transpose_bwd(s, res, g):
+def _conv_transpose_bwd(s, matmuls, res, g):
   # Written by hand: autodiff's gradient of the slices is a sum of k·k padded
   # copies, which XLA on CPU fused into the transposed copy feeding the weight
   # gradient's matmul (≈40× slower than this gather).
@@ -228,8 +250,7 @@ def _conv_transpose_bwd(s, res, g):
   k, _, c, f = kernel.shape
   b, h, w, _ = x.shape
   dz = _gather_taps(g.reshape(b, h, s, w, s, f), k).reshape(b * h * w, k * k * f)
-  dx = (dz @ _weight_matrix(kernel, x.dtype).T).reshape(x.shape)
-  return dx, _kernel_grad(x, dz, kernel)
+  return _input_grad(dz, kernel, x, matmuls), _kernel_grad(x, dz, kernel, matmuls)
 
 
 conv_transpose.defvjp(_conv_transpose_fwd, _conv_transpose_bwd)
@@ -244,6 +265,7 @@ class ConvTranspose(nn.Module):
   features: int
   kernel_size: int = 3
   strides: int = 2
+  matmuls: str = "xla"  # Who computes the products (:mod:`flaxae.kernels`).
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -251,5 +273,5 @@ class ConvTranspose(nn.Module):
     kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, c, f),
                         jnp.float32)
     bias = self.param("bias", nn.initializers.zeros_init(), (f,), jnp.float32)
-    y = conv_transpose(x, kernel, s)
+    y = conv_transpose(x, kernel, s, self.matmuls)
     return y + bias.reshape(1, 1, 1, -1).astype(y.dtype)

@@ -84,15 +84,27 @@ def test_batched_and_empty_products():
     kernels.matmul(a[0].astype(jnp.bfloat16), b[0])
 
 
-def test_a_model_built_with_mkl_matmuls_is_the_same_function():
-  cfg = ModelConfig(arch="dense", widths=(32, 8))
+@pytest.mark.parametrize("cfg", [
+    ModelConfig(arch="dense", widths=(32, 8)),
+    # Both conv forms (input side; output side for the 8→1 logits), transposed
+    # convolutions and the dense code and grid layers.
+    ModelConfig(arch="conv", channels=(4, 8), latent_dim=6),
+    ModelConfig(kind="vae", arch="conv", channels=(4, 8), latent_dim=0)],
+                         ids=["dense", "conv", "conv-vae"])
+def test_a_model_built_with_mkl_matmuls_is_the_same_function(cfg):
   x = jax.random.uniform(jax.random.key(0), (16, 8, 8, 1))
   xla, mkl = build_model(cfg, (8, 8, 1)), build_model(cfg, (8, 8, 1), matmuls="mkl")
   params = xla.init(jax.random.key(1), x)
   assert jax.tree.structure(params) == jax.tree.structure(mkl.init(jax.random.key(1), x))
-  np.testing.assert_allclose(jax.jit(mkl.apply)(params, x), xla.apply(params, x),
-                             rtol=1e-5, atol=1e-5)
-  assert native.TARGET in jax.jit(mkl.apply).lower(params, x).as_text()
+  call = lambda model: lambda p: model.apply(p, x) if cfg.kind != "vae" else model.apply(
+      p, x, method=model.encode)
+  np.testing.assert_allclose(jax.jit(call(mkl))(params), call(xla)(params), rtol=1e-5,
+                             atol=1e-5)
+  loss = lambda model: lambda p: jnp.sum(jnp.sin(jax.tree.leaves(call(model)(p))[0]))
+  ours, want = jax.jit(jax.grad(loss(mkl)))(params), jax.grad(loss(xla))(params)
+  assert rel_diff(ours, want) <= 1e-5
+  hlo = jax.jit(jax.grad(loss(mkl))).lower(params).compile().as_text()
+  assert native.TARGET in hlo and " dot(" not in hlo  # Every product is the kernel's.
 
 
 @pytest.fixture(scope="module")
