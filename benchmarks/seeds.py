@@ -16,8 +16,9 @@ On CPU the process gets one XLA device per core (``jax_num_cpu_devices``,
   over the devices (the ``seed`` mesh axis), each device training its share.
 * On CPU, "sequential, 1 device" and "one program" again with
   ``train.cpu_matmuls=eigen`` (Eigen's products instead of XLA's default
-  YNNPACK fusions), which suits this small model: the best of each against
-  the best.
+  YNNPACK fusions), which suits this small model, and with
+  ``train.cpu_matmuls=mkl`` (MKL's, :mod:`flaxae.kernels`) where MKL is
+  installed: the best of each against the best.
 
 Throughput is summed over seeds, compile time is reported apart, the steady
 state is the median of ``reps`` (the programs' epochs interleaved). Prints a
@@ -36,6 +37,8 @@ import jax
 import numpy as np
 
 from flaxae import io
+from flaxae.errors import KernelError
+from flaxae.kernels import native
 from flaxae.config import Config, ModelConfig, TrainConfig
 from flaxae.train import parallel
 from flaxae.train.loop import setup
@@ -43,15 +46,27 @@ from flaxae.train.loop import setup
 
 def _runner(num_seeds: int, batch: int, data: np.ndarray, num_devices: int,
             seeds_vmapped: int, cpu_matmuls: str):
+  # MKL's products are custom calls: with several data-parallel devices only the
+  # per-device strategy runs them (parallel.model_matmuls).
+  data_parallel = parallel.make_mesh(num_devices, num_seeds).shape[parallel.DATA_AXIS] > 1
+  strategy = "shard_map" if cpu_matmuls == "mkl" and data_parallel else "jit"
   cfg = Config(model=ModelConfig(widths=(32,)),
                train=TrainConfig(batch_size=batch, num_devices=num_devices,
                                  num_seeds=num_seeds, seeds_vmapped=seeds_vmapped,
-                                 cpu_matmuls=cpu_matmuls))
+                                 cpu_matmuls=cpu_matmuls, strategy=strategy))
   built = setup(cfg, data.shape[1:], len(data))
   on_device = parallel.put(data, parallel.replicated(built.mesh))
   state = jax.jit(built.init, out_shardings=built.state_sharding)()
   orders = parallel.EpochOrders(state.rng, len(data), batch, built.mesh, num_seeds)
   return Run(built.chunk, state, on_device, orders, len(data) // batch)
+
+
+def mkl_available() -> bool:
+  try:
+    native.find_mkl()
+  except KernelError:
+    return False
+  return True
 
 
 class Run(NamedTuple):
@@ -125,6 +140,11 @@ def main(argv=None) -> dict:
         1, args.batch, data, args.seeds, cpu_matmuls="eigen")
     programs["one program, Eigen matmuls"] = Program(args.seeds, args.batch, data,
                                                      num_devices=n, cpu_matmuls="eigen")
+    if mkl_available():
+      programs["sequential, 1 device, MKL matmuls"] = Program(
+          1, args.batch, data, args.seeds, cpu_matmuls="mkl")
+      programs["one program, MKL matmuls"] = Program(args.seeds, args.batch, data,
+                                                     num_devices=n, cpu_matmuls="mkl")
   rows = {}
   for name, epochs in measure(programs, args.reps).items():
     rows[name] = {
@@ -135,7 +155,7 @@ def main(argv=None) -> dict:
     }
   def fastest(prefix: str, *, defaults_only: bool) -> tuple[str, dict]:
     return max(((k, r) for k, r in rows.items() if k.startswith(prefix)
-                and not (defaults_only and "Eigen" in k)),
+                and not (defaults_only and ("Eigen" in k or "MKL" in k))),
                key=lambda kr: kr[1]["samples_per_s_median"])
 
   library = rows["one program"]["samples_per_s_median"]
