@@ -80,10 +80,14 @@ def build() -> Path:
   out = cache_dir() / "kernels" / f"flaxae_sgemm-{key.hexdigest()[:16]}.so"
   if out.exists():
     return out
-  out.parent.mkdir(parents=True, exist_ok=True)
-  # Compiled to a temporary name in the same folder, then renamed: processes
-  # building at once (test workers, hosts) never load a half-written file.
-  fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+  try:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Compiled to a temporary name in the same folder, then renamed: processes
+    # building at once (test workers, hosts) never load a half-written file.
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+  except OSError as e:
+    raise KernelError(f"cannot write the compiled kernel to {out.parent} ({e}): set "
+                      f"FLAXAE_CACHE_DIR to a writable folder") from None
   os.close(fd)
   cmd = [cxx, "-O2", "-std=c++17", "-shared", "-fPIC", "-w",
          f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", tmp]

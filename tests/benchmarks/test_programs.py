@@ -14,9 +14,11 @@ def test_seeds_program(tmp_path, capsys):
                        f"--out={out}"])
   saved = json.loads(out.read_text())
   rows = saved["rows"]  # The test process has 4 forced devices.
+  mkl = {"sequential, 1 device, MKL matmuls", "one program, MKL matmuls"}
   assert set(rows) == {"sequential, 1 device", "sequential, 4 devices",
                        "one program, 1 device", "one program",
-                       "sequential, 1 device, Eigen matmuls", "one program, Eigen matmuls"}
+                       "sequential, 1 device, Eigen matmuls", "one program, Eigen matmuls",
+                       *(mkl if seeds.mkl_available() else ())}
   for row in rows.values():
     assert row["samples_per_s_min"] <= row["samples_per_s_median"] <= row["samples_per_s_max"]
     assert row["compile_s"] > 0

@@ -150,6 +150,14 @@ def test_the_cli_reports_a_missing_mkl_in_one_line(tmp_path):
   assert "FLAXAE_MKL=" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_an_unwritable_cache_is_a_clear_error(tmp_path, monkeypatch):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a folder")
+  monkeypatch.setenv("FLAXAE_CACHE_DIR", str(blocker))
+  with pytest.raises(KernelError, match="set FLAXAE_CACHE_DIR to a writable folder"):
+    native.build()
+
+
 def test_the_kernel_builds_once_per_version(tmp_path, monkeypatch):
   monkeypatch.setenv("FLAXAE_CACHE_DIR", str(tmp_path))
   first = native.build()
