@@ -37,7 +37,6 @@ import jax
 import numpy as np
 
 from flaxae import io
-from flaxae.errors import KernelError
 from flaxae.kernels import native
 from flaxae.config import Config, ModelConfig, TrainConfig
 from flaxae.train import parallel
@@ -59,14 +58,6 @@ def _runner(num_seeds: int, batch: int, data: np.ndarray, num_devices: int,
   state = jax.jit(built.init, out_shardings=built.state_sharding)()
   orders = parallel.EpochOrders(state.rng, len(data), batch, built.mesh, num_seeds)
   return Run(built.chunk, state, on_device, orders, len(data) // batch)
-
-
-def mkl_available() -> bool:
-  try:
-    native.find_mkl()
-  except KernelError:
-    return False
-  return True
 
 
 class Run(NamedTuple):
@@ -140,7 +131,7 @@ def main(argv=None) -> dict:
         1, args.batch, data, args.seeds, cpu_matmuls="eigen")
     programs["one program, Eigen matmuls"] = Program(args.seeds, args.batch, data,
                                                      num_devices=n, cpu_matmuls="eigen")
-    if mkl_available():
+    if native.available():
       programs["sequential, 1 device, MKL matmuls"] = Program(
           1, args.batch, data, args.seeds, cpu_matmuls="mkl")
       programs["one program, MKL matmuls"] = Program(args.seeds, args.batch, data,

@@ -173,11 +173,13 @@ def add_ratios(results: list[dict[str, Any]], peak_gflops: float) -> None:
 
 
 def peak_text(peak: dict[str, Any]) -> str:
-  """``NumPy … GFLOP/s, JAX … GFLOP/s`` (NumPy only where it was timed: CPU float32)."""
-  jax_part = f"JAX {peak['jax_gflops']:,.0f} GFLOP/s"
-  if peak.get("numpy_gflops"):
-    return f"NumPy {peak['numpy_gflops']:,.0f} GFLOP/s, {jax_part}"
-  return jax_part
+  """``NumPy … GFLOP/s, JAX … GFLOP/s, MKL … GFLOP/s`` (NumPy and MKL only where
+  they were timed: CPU float32)."""
+  parts = [f"NumPy {peak['numpy_gflops']:,.0f} GFLOP/s"] if peak.get("numpy_gflops") else []
+  parts.append(f"JAX {peak['jax_gflops']:,.0f} GFLOP/s")
+  if peak.get("mkl_gflops"):
+    parts.append(f"MKL (flaxae's kernel) {peak['mkl_gflops']:,.0f} GFLOP/s")
+  return ", ".join(parts)
 
 
 def _fmt(x: float | None, spec: str = ".0f") -> str:

@@ -24,7 +24,8 @@ import numpy as np
 import optax
 
 from flaxae import config as config_lib
-from flaxae import io
+from flaxae import io, kernels
+from flaxae.kernels import native
 from flaxae.data import compact
 from flaxae.config import Config, ModelConfig
 from flaxae.timing import (best_seconds, conv_macs, dense_macs, peak_rss_mb, steps_per_rep,
@@ -55,8 +56,9 @@ def matmul_peak(n: int = 2048, repeats: int = 10, dtype: str = "float32") -> dic
 
   ``dtype`` is that of the operands (``bfloat16`` accumulates in float32); a
   float32 product on an accelerator runs at the precision
-  :func:`set_matmul_precision` chose. NumPy's BLAS is timed only for float32
-  on a CPU, where it may beat XLA's.
+  :func:`set_matmul_precision` chose. NumPy's BLAS, and MKL's through
+  flaxae's kernel (:mod:`flaxae.kernels`, where MKL is installed), are timed
+  only for float32 on a CPU, where they may beat XLA's; the peak is the best.
   """
   flops = 2 * n**3
   platform = jax.default_backend()
@@ -69,9 +71,14 @@ def matmul_peak(n: int = 2048, repeats: int = 10, dtype: str = "float32") -> dic
   ja, jb = (jax.device_put(m.astype(jnp.dtype(dtype))) for m in (a, b))
   matmul = jax.jit(functools.partial(jnp.matmul, preferred_element_type=jnp.float32))
   jax_gflops = flops / best_seconds(lambda: matmul(ja, jb).block_until_ready(), repeats) / 1e9
+  mkl_gflops = None
+  if platform == "cpu" and dtype == "float32" and native.available():
+    mkl = jax.jit(kernels.matmul)
+    mkl_gflops = flops / best_seconds(lambda: mkl(ja, jb).block_until_ready(), repeats) / 1e9
   return {
       "n": n, "repeats": repeats, "dtype": dtype, "numpy_gflops": numpy_gflops,
-      "jax_gflops": jax_gflops, "peak_gflops": max(numpy_gflops or 0.0, jax_gflops),
+      "jax_gflops": jax_gflops, "mkl_gflops": mkl_gflops,
+      "peak_gflops": max(numpy_gflops or 0.0, jax_gflops, mkl_gflops or 0.0),
       "platform": platform, "device_count": jax.device_count(),
       "device_kind": jax.devices()[0].device_kind,
       "precision": str(jax.config.jax_default_matmul_precision),
@@ -229,8 +236,9 @@ def user_benchmark(cfg: Config, *, batch_sizes: tuple[int, ...] = (), samples: i
           f"{r['peak_rss_mb']:.0f} |")
   if peak:
     numpy_part = (f"NumPy {peak['numpy_gflops']:.0f} / " if peak["numpy_gflops"] else "")
-    print(f"peak: {peak['n']}² {peak['dtype']} matmul, {numpy_part}JAX {peak['jax_gflops']:.0f} "
-          "GFLOP/s")
+    mkl_part = (f" / MKL {peak['mkl_gflops']:.0f}" if peak["mkl_gflops"] else "")
+    print(f"peak: {peak['n']}² {peak['dtype']} matmul, {numpy_part}JAX "
+          f"{peak['jax_gflops']:.0f}{mkl_part} GFLOP/s")
   if json_out:
     io.write_json(json_out, {"config": config_lib.to_dict(cfg), "peak": peak,
                              "results": records})

@@ -100,6 +100,16 @@ def build() -> Path:
   return out
 
 
+def available() -> bool:
+  """Whether the kernel can be built and loaded here (MKL and a compiler found)."""
+  try:
+    find_mkl()
+    _compiler()
+  except KernelError:
+    return False
+  return True
+
+
 def register() -> None:
   """Builds, loads and registers the kernel with XLA's CPU backend (once)."""
   global _registered

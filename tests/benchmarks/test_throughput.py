@@ -19,6 +19,7 @@ import pytest
 from benchmarks import common, conv_layers, flaxae_bench, throughput
 from flaxae import benchmark, cli
 from flaxae.config import Config, ModelConfig, TrainConfig
+from flaxae.kernels import native
 from flaxae.models import build_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,6 +144,12 @@ def test_throughput_program_end_to_end(tmp_path, dtype):
   assert report["peak"]["peak_gflops"] > 0
   # NumPy's BLAS has no bfloat16: its figure is the float32 ceiling's alone.
   assert (report["peak"]["numpy_gflops"] is None) == (dtype == "bfloat16")
+  # flaxae's MKL kernel too, where it can be built: float32 only.
+  has_mkl = dtype == "float32" and native.available()
+  assert (report["peak"]["mkl_gflops"] is not None) == has_mkl
+  assert report["peak"]["peak_gflops"] == max(
+      v or 0.0 for k, v in report["peak"].items() if k.endswith("_gflops") and k != "peak_gflops")
+  assert ("MKL (flaxae's kernel)" in proc.stdout) == has_mkl
   (row,) = report["results"]
   assert row["dtype"] == dtype and row["precision"] == "float32"
   assert row["roofline_pct"] > 0 and row["ratio_to_pytorch"] is None

@@ -19,16 +19,8 @@ from flaxae.train.loop import setup
 from tests.train.helpers import rel_diff, trained_state
 
 
-def _available() -> str:
-  try:
-    native.find_mkl()
-    native._compiler()  # pylint: disable=protected-access
-  except KernelError as e:
-    return str(e)
-  return ""
-
-
-pytestmark = pytest.mark.skipif(bool(_available()), reason=_available())
+pytestmark = pytest.mark.skipif(
+    not native.available(), reason="needs MKL (pip install 'flaxae[mkl]') and a C++ compiler")
 DATA = np.random.default_rng(0).random((320, 8, 8, 1), dtype=np.float32)
 
 
