@@ -104,11 +104,18 @@ def xla_trained():
   return trained_state(DATA, num_devices=1, steps=20)
 
 
-def test_training_with_mkl_matmuls_equals_xla(xla_trained):
-  train = TrainConfig(num_devices=1, batch_size=32, epochs=20, cpu_matmuls="mkl")
-  mkl = trained_state(DATA, steps=20, train=train)
-  assert rel_diff(mkl.params, xla_trained.params) <= 1e-5
-  jax.tree.map(np.testing.assert_array_equal, trained_state(DATA, steps=20, train=train).params,
+@pytest.mark.parametrize("model", [
+    ModelConfig(widths=(32, 8)),
+    # The conv AE on CPU runs micro-batches of 16 (two per step here).
+    ModelConfig(arch="conv", channels=(4, 8), latent_dim=6)], ids=["dense", "conv"])
+def test_training_with_mkl_matmuls_equals_xla(model):
+  def run(cpu_matmuls):
+    train = TrainConfig(num_devices=1, batch_size=32, epochs=20, cpu_matmuls=cpu_matmuls)
+    return trained_state(DATA, steps=20, train=train, model=model)
+
+  mkl = run("mkl")
+  assert rel_diff(mkl.params, run("xla").params) <= 1e-5
+  jax.tree.map(np.testing.assert_array_equal, run("mkl").params,
                mkl.params)  # The same bits again.
 
 
@@ -156,3 +163,17 @@ def test_the_kernel_builds_once_per_version(tmp_path, monkeypatch):
   stamp = first.stat().st_mtime_ns
   assert native.build() == first and first.stat().st_mtime_ns == stamp
   assert first.parent == tmp_path / "kernels" and list(first.parent.iterdir()) == [first]
+
+
+@pytest.mark.parametrize("seeds_vmapped", [1, 2])
+def test_many_seeds_in_one_program_through_mkl(seeds_vmapped):
+  # Seeds one at a time (lax.map) or vmapped (the kernel's batching: one call
+  # per model) on one device, against the same program with XLA's products.
+  def run(cpu_matmuls):
+    train = TrainConfig(num_devices=1, batch_size=32, epochs=10, num_seeds=2,
+                        seeds_vmapped=seeds_vmapped, cpu_matmuls=cpu_matmuls)
+    return trained_state(DATA, steps=10, train=train)
+
+  mkl, xla = run("mkl"), run("xla")
+  assert mkl.params["encoder"]["code"]["kernel"].shape[0] == 2
+  assert rel_diff(mkl.params, xla.params) <= 1e-5

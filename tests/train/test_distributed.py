@@ -12,6 +12,7 @@ import pytest
 
 import flaxae
 from flaxae.config import CheckpointConfig, Config, DataConfig, ModelConfig, TrainConfig
+from flaxae.kernels import native
 from flaxae.train.loop import train_and_evaluate
 
 from tests.train.helpers import rel_diff
@@ -91,3 +92,18 @@ def test_killed_job_resumes_from_its_checkpoint(tmp_path):
   assert epochs == [1, 2, 3, 4]
   reference = _one_process_four_devices(tmp_path / "sp", epochs=4)
   assert rel_diff(resumed.state.params, reference.state.params) <= 1e-5
+
+
+@pytest.mark.devices(4)
+@pytest.mark.skipif(not native.available(), reason="needs MKL and a C++ compiler")
+def test_two_processes_with_mkl_products_equal_one_process(tmp_path):
+  # Each process compiles (or loads) flaxae's MKL kernel; per-device products
+  # need the shard_map strategy.
+  proc = _launch(tmp_path / "mh", epochs=1,
+                 extra=["--train.cpu_matmuls=mkl", "--train.strategy=shard_map"])
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err
+  two = flaxae.load(tmp_path / "mh")
+  assert two.config.train.cpu_matmuls == "mkl" and int(two.state.step) == 22
+  one = _one_process_four_devices(tmp_path / "sp", epochs=1)
+  assert rel_diff(two.state.params, one.state.params) <= 1e-5
