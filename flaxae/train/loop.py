@@ -429,8 +429,11 @@ def restore_state(run_dir: str | Path, cfg: Config | None = None,
     raise CheckpointError(f"{run_dir} has no {RUN_FILE}; was it trained?")
   info = json.loads(info_path.read_text())
   mesh = parallel.make_mesh(1)
+  # The restored model computes with XLA's products however it was trained (the
+  # parameters are the same): loading a run needs neither MKL nor a compiler.
+  portable = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, cpu_matmuls="xla"))
   model, _, _, _, abstract = build(
-      cfg, tuple(info["feature_shape"]), info["steps_per_epoch"], mesh)
+      portable, tuple(info["feature_shape"]), info["steps_per_epoch"], mesh)
   ckpt = Checkpointer(run_dir / CHECKPOINT_DIR, keep=cfg.checkpoint.keep)
   try:
     if ckpt.latest_step() is None:

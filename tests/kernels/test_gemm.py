@@ -9,12 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import flaxae
 from flaxae import kernels
 from flaxae.config import Config, ModelConfig, TrainConfig
 from flaxae.errors import ConfigError, KernelError
 from flaxae.kernels import native
 from flaxae.models import build_model
-from flaxae.train.loop import setup
+from flaxae.train.loop import setup, train_and_evaluate
 
 from tests.train.helpers import rel_diff, trained_state
 
@@ -177,3 +178,18 @@ def test_many_seeds_in_one_program_through_mkl(seeds_vmapped):
   mkl, xla = run("mkl"), run("xla")
   assert mkl.params["encoder"]["code"]["kernel"].shape[0] == 2
   assert rel_diff(mkl.params, xla.params) <= 1e-5
+
+
+def test_a_run_trained_with_mkl_loads_with_xla_products(tmp_path):
+  cfg = Config(model=ModelConfig(widths=(16, 4)),
+               train=TrainConfig(epochs=1, batch_size=64, num_devices=1, cpu_matmuls="mkl"),
+               run_dir=str(tmp_path / "run"))
+  trained = train_and_evaluate(cfg, progress=False)
+  run = flaxae.load(tmp_path / "run")
+  assert run.config.train.cpu_matmuls == "mkl" and run.model.matmuls == "xla"
+  images = np.random.default_rng(0).random((8, 8, 8, 1), dtype=np.float32)
+  mkl_model = build_model(cfg.model, (8, 8, 1), matmuls="mkl")
+  np.testing.assert_allclose(
+      run.encode(images),
+      mkl_model.apply({"params": trained.state.params}, images, method=mkl_model.encode),
+      rtol=1e-5, atol=1e-5)
