@@ -20,8 +20,11 @@ from flaxae.train.loop import setup, train_and_evaluate
 from tests.train.helpers import rel_diff, trained_state
 
 
-pytestmark = pytest.mark.skipif(
-    not native.available(), reason="needs MKL (pip install 'flaxae[mkl]') and a C++ compiler")
+pytestmark = [
+    pytest.mark.skipif(not native.available(),
+                       reason="needs MKL (pip install 'flaxae[mkl]') and a C++ compiler"),
+    pytest.mark.skipif(jax.default_backend() != "cpu",
+                       reason="the kernel is CPU's (other backends use XLA's products)")]
 DATA = np.random.default_rng(0).random((320, 8, 8, 1), dtype=np.float32)
 
 
