@@ -42,11 +42,13 @@ PEERS = {  # Name → (module, extra arguments, the package it needs).
 # cuDNN runs them (XLA:CPU runs their gradients as slow loops), and PyTorch with CUDA
 # graphs (on a CPU the same as torch.compile).
 OPTIONAL_IMPLS = ("flaxae-xla-conv", "torch.compile-graphs")
-IMPLS = ("flaxae", "flaxae-mkl", "flaxae-all",
+IMPLS = ("flaxae", "flaxae-mkl", "flaxae-all", "flaxae-all-mkl",
          *(p for p in PEERS if p not in OPTIONAL_IMPLS))
 # flaxae's own rows on one device: XLA's products, and (on CPU) MKL's
 # (train.cpu_matmuls=mkl: every layer's products in flaxae's FFI kernel).
 FLAXAE_ONE_DEVICE = ("flaxae", "flaxae-mkl")
+# The same on every device (one per core on CPU): job name → the row's impl.
+ALL_DEVICES = {"flaxae-all": "flaxae", "flaxae-all-mkl": "flaxae-mkl"}
 BASELINE = "pytorch"
 # Examples per timed repetition (one epoch); the conv AE is ~15× the FLOPs.
 DEFAULT_SAMPLES = {"dense": 16384, "conv": 2048}
@@ -113,8 +115,11 @@ def _jobs(args, devices_all: int, platform_: str):
           if model == "conv":
             yield model, bs, impl, "benchmarks.flaxae_bench", [
                 *common_args, "--devices", "1", "--conv-impl", "xla"], {}
-        elif impl == "flaxae-all":
+        elif impl in ALL_DEVICES:
           if devices_all <= 1 or bs % devices_all:
+            continue
+          mkl = ALL_DEVICES[impl] == "flaxae-mkl"
+          if mkl and platform_ != "cpu":
             continue
           env = {}
           if platform_ == "cpu":  # One XLA CPU device per core.
@@ -124,7 +129,8 @@ def _jobs(args, devices_all: int, platform_: str):
           # faster of flaxae's two on CPU devices (dense 70k against 55k, conv
           # 3.9k against 3.4k samples/s at batch 256 on 2 cores).
           yield model, bs, impl, "benchmarks.flaxae_bench", [
-              *common_args, "--devices", "0", "--strategy", "shard_map"], env
+              *common_args, "--devices", "0", "--strategy", "shard_map",
+              *(["--cpu-matmuls", "mkl"] if mkl else [])], env
         else:
           module, extra, _ = PEERS[impl]
           yield model, bs, impl, module, [*common_args, *extra], {}
@@ -140,7 +146,7 @@ def plan_samples(results: list[dict[str, Any]], impl: str, model: str, bs: int,
   batch per repetition would take over twice the budget.
   """
   samples = max(samples, bs)
-  name, all_devices = ("flaxae", True) if impl == "flaxae-all" else (impl, False)
+  name, all_devices = (ALL_DEVICES[impl], True) if impl in ALL_DEVICES else (impl, False)
   prev = [r for r in results if r.get("impl") == name and r.get("arch") == model
           and r.get("all_devices", False) == all_devices and "train" in r]
   if not prev:
@@ -251,7 +257,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                  type=lambda s: [x for x in s.split(",") if x])
   p.add_argument("--impls", default=",".join(IMPLS),
                  type=lambda s: [x for x in s.split(",") if x],
-                 help=f"any of {', '.join(IMPLS + OPTIONAL_IMPLS)} (flaxae-all: every "
+                 help=f"any of {', '.join(IMPLS + OPTIONAL_IMPLS)} (flaxae-all[-mkl]: every "
                       "device; flaxae-xla-conv: the conv AE with lax convolutions)")
   p.add_argument("--samples", type=int, default=0,
                  help="examples per repetition (default: dense 16384, conv 4096)")
@@ -319,8 +325,8 @@ def main(argv=None) -> int:
       rec = run_process(module, [*argv_, "--samples", str(samples)],
                         env={**env, **extra_env}, timeout=args.timeout)[0]
       rec["wall_s"] = time.perf_counter() - t0
-    rec.update(impl="flaxae" if impl == "flaxae-all" else impl, arch=model, batch_size=bs,
-               all_devices=impl == "flaxae-all")
+    rec.update(impl=ALL_DEVICES.get(impl, impl), arch=model, batch_size=bs,
+               all_devices=impl in ALL_DEVICES)
     results.append(rec)
     status = rec.get("error") or f"{rec['train']['samples_per_s']:,.0f} samples/s"
     print(f"# {model:5} b{bs:<5} {impl:14} {status}", file=sys.stderr, flush=True)

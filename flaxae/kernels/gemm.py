@@ -8,6 +8,12 @@ more such products, with transposes passed to the BLAS instead of copies.
 At the dense AE's shapes (batch 256, 784-256-64) MKL's sgemm runs at ≈305
 GFLOP/s on this project's 2-core Xeon against ≈235 for XLA:CPU's own.
 
+A custom call has no sharding rule: under ``jax.jit`` with operands split over
+several devices XLA's partitioner gathers them onto every device (and such
+programs stalled in those all-gathers on CPU devices). Use it per device
+(``jax.shard_map``) or on one device; :func:`flaxae.train.parallel.sharded_model`
+swaps a model's products back to XLA's for the library's own sharded programs.
+
 ``dot_general`` has :func:`jax.lax.dot_general`'s signature for
 ``flax.linen.Dense(dot_general=...)``: the products a dense layer makes
 (float32, contracting the input's last axis with the kernel's first) take

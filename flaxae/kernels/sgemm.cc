@@ -7,9 +7,11 @@
 // Built by flaxae/kernels/native.py against the installed jaxlib's FFI headers.
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 
 #include "xla/ffi/api/ffi.h"
 
@@ -59,6 +61,32 @@ struct Product {
   }
 };
 
+// A product's parts, run by whichever threads claim them.
+struct Work {
+  Work(const Product& p, bool split_rows, int64_t extent, int64_t parts)
+      : p(p), split_rows(split_rows), extent(extent), parts(parts), done(parts) {}
+
+  // Part i: rows (or columns) [bound(i), bound(i + 1)), on multiples of kAlign.
+  int64_t Bound(int64_t i) const {
+    return std::min(extent, (extent * i / parts + kAlign - 1) / kAlign * kAlign);
+  }
+
+  // Runs unclaimed parts until none is left.
+  void Claim() {
+    for (int64_t i = next.fetch_add(1); i < parts; i = next.fetch_add(1)) {
+      const int64_t lo = Bound(i), hi = Bound(i + 1);
+      if (hi > lo) p.Run(split_rows, lo, hi);
+      done.CountDown();
+    }
+  }
+
+  const Product p;
+  const bool split_rows;
+  const int64_t extent, parts;
+  std::atomic<int64_t> next{0};
+  ffi::CountDownPromise done;
+};
+
 ffi::Future Done(ffi::Error error = ffi::Error::Success()) {
   ffi::Promise promise;
   ffi::Future future(promise);
@@ -96,26 +124,22 @@ ffi::Future SgemmImpl(ffi::ThreadPool pool, Matrix a, Matrix b,
   const int64_t extent = split_rows ? p.m : p.n;
   if (parts <= 0) parts = std::max<int64_t>(1, pool.num_threads());
   parts = std::max<int64_t>(1, std::min(parts, extent / kAlign));
-  auto bound = [&](int64_t i) {
-    return std::min(extent, (extent * i / parts + kAlign - 1) / kAlign * kAlign);
-  };
   if (parts == 1) {
     p.Run(split_rows, 0, extent);
     return Done();
   }
-  // Parts 1.. on the pool, part 0 on this thread; the result is ready when
-  // every part has counted down.
-  ffi::CountDownPromise done(parts);
-  ffi::Future future(done);
+  // The parts are claimed from a shared counter, by this thread and by helper
+  // tasks on XLA's pool. This thread takes parts until none is left, so it
+  // never waits for the pool to start a task: its threads may all be busy
+  // (another device's program blocked in a collective, say) without
+  // deadlocking this call. The result is ready when every part has run; a
+  // helper that starts after all were claimed does nothing.
+  auto work = std::make_shared<Work>(p, split_rows, extent, parts);
+  ffi::Future future(work->done);
   for (int64_t i = 1; i < parts; ++i) {
-    const int64_t lo = bound(i), hi = bound(i + 1);
-    pool.Schedule([p, split_rows, lo, hi, done]() mutable {
-      if (hi > lo) p.Run(split_rows, lo, hi);
-      done.CountDown();
-    });
+    pool.Schedule([work]() { work->Claim(); });
   }
-  p.Run(split_rows, 0, bound(1));
-  done.CountDown();
+  work->Claim();
   return future;
 }
 

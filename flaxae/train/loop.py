@@ -269,7 +269,8 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
 
   # --- Evaluation ---------------------------------------------------------------
   eval_jit = parallel.make_eval(
-      functools.partial(eval_step, model=model, objective=objective, cfg=cfg.model,
+      functools.partial(eval_step, model=parallel.sharded_model(model, mesh),
+                        objective=objective, cfg=cfg.model,
                         rng=jax.random.key(cfg.train.seed),
                         noise=objectives.eval_noise(cfg.model)), mesh)
   summarize = functools.partial(summarize_eval, cfg=cfg.model)

@@ -222,6 +222,18 @@ def model_matmuls(cpu_matmuls: str, mesh: Mesh, strategy: str) -> str:
   return "mkl"
 
 
+def sharded_model(model, mesh: Mesh):
+  """``model`` for a jit program whose batch is split over ``mesh``'s ``data``
+  axis: a model whose products are MKL custom calls (:mod:`flaxae.kernels`)
+  computes with XLA's there (the same parameters and function), since XLA's
+  partitioner would gather a custom call's operands onto every device (and
+  such programs stalled in its all-gathers on CPU devices, measured). Inside
+  ``shard_map`` each device runs its own products and keeps the kernel."""
+  if mesh.shape[DATA_AXIS] > 1 and getattr(model, "matmuls", "xla") != "xla":
+    return model.clone(matmuls="xla")
+  return model
+
+
 def use_compilation_cache(folder: str) -> None:
   """Keeps compiled programs in ``folder`` (JAX's persistent compilation cache).
 

@@ -237,6 +237,14 @@ def test_mkl_rows_run_on_cpu_only_and_the_faster_flaxae_row_is_judged():
   assert argv[argv.index("--cpu-matmuls") + 1] == "mkl"
   assert [impl for _, _, impl, *_ in throughput._jobs(args, 1, "gpu")] == [  # pylint: disable=protected-access
       "flaxae", "flaxae"]
+  # Every device (one per core), with and without MKL: shard_map, on CPU only for MKL.
+  args = throughput.parse_args(["--impls", "flaxae-all,flaxae-all-mkl", "--batch-sizes", "256",
+                                "--models", "conv"])
+  jobs = list(throughput._jobs(args, 2, "cpu"))  # pylint: disable=protected-access
+  assert [impl for _, _, impl, *_ in jobs] == ["flaxae-all", "flaxae-all-mkl"]
+  assert "--cpu-matmuls" not in jobs[0][4] and jobs[1][4][-2:] == ["--cpu-matmuls", "mkl"]
+  assert jobs[1][5]["XLA_FLAGS"].endswith("--xla_force_host_platform_device_count=2")
+  assert [impl for _, _, impl, *_ in throughput._jobs(args, 2, "gpu")] == ["flaxae-all"]  # pylint: disable=protected-access
 
   def rec(impl, arch, sps):
     return {"impl": impl, "arch": arch, "batch_size": 256, "all_devices": False,

@@ -15,6 +15,7 @@ from flaxae.config import Config, ModelConfig, TrainConfig
 from flaxae.errors import ConfigError, KernelError
 from flaxae.kernels import native
 from flaxae.models import build_model
+from flaxae.train import parallel
 from flaxae.train.loop import setup, train_and_evaluate
 
 from tests.train.helpers import rel_diff, trained_state
@@ -134,6 +135,23 @@ def test_several_devices_need_the_shard_map_strategy(xla_trained):
                   xla_trained.params) <= 1e-5
 
 
+@pytest.mark.devices(4)
+def test_a_four_device_run_with_mkl_trains_and_evaluates(tmp_path):
+  # Training per device (shard_map, MKL), evaluation split over the devices
+  # (jit, XLA's products): the run completes and its figures are the ones a
+  # run with XLA's products reports.
+  def run(cpu_matmuls):
+    cfg = Config(model=ModelConfig(widths=(16, 4)),
+                 train=TrainConfig(epochs=1, batch_size=64, num_devices=4,
+                                   strategy="shard_map", cpu_matmuls=cpu_matmuls),
+                 run_dir=str(tmp_path / cpu_matmuls))
+    return train_and_evaluate(cfg, progress=False)
+
+  mkl, xla = run("mkl"), run("xla")
+  assert rel_diff(mkl.state.params, xla.state.params) <= 1e-5
+  assert mkl.history[-1]["test/loss"] == pytest.approx(xla.history[-1]["test/loss"], rel=1e-5)
+
+
 def test_missing_mkl_or_compiler_is_a_clear_error(monkeypatch, tmp_path):
   monkeypatch.setenv("FLAXAE_MKL", str(tmp_path / "libmkl_rt.so"))
   with pytest.raises(KernelError, match="FLAXAE_MKL=.* is not a file"):
@@ -196,3 +214,19 @@ def test_a_run_trained_with_mkl_loads_with_xla_products(tmp_path):
       run.encode(images),
       mkl_model.apply({"params": trained.state.params}, images, method=mkl_model.encode),
       rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.devices(4)
+def test_batch_split_programs_take_xla_products():
+  # A jit program whose batch is split over devices would gather the custom
+  # call's operands: the library's sharded programs (evaluation, inference
+  # benchmarks) get the model with XLA's products; per-device ones keep MKL's.
+  model = build_model(ModelConfig(widths=(16, 4)), (8, 8, 1), matmuls="mkl")
+  split = parallel.sharded_model(model, parallel.make_mesh(4))
+  assert split.matmuls == "xla" and split.widths == model.widths
+  assert parallel.sharded_model(model, parallel.make_mesh(1)) is model
+  assert parallel.sharded_model(model, parallel.make_mesh(4, num_seeds=4)) is model
+  x = jax.random.uniform(jax.random.key(0), (16, 8, 8, 1))
+  params = model.init(jax.random.key(1), x)
+  np.testing.assert_allclose(split.apply(params, x), model.apply(params, x), rtol=1e-5,
+                             atol=1e-5)
