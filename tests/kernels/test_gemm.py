@@ -55,19 +55,25 @@ def test_the_products_are_the_kernel_and_repeat_bit_for_bit():
   jax.tree.map(np.testing.assert_array_equal, first, again)
 
 
-def test_parts_split_rows_or_columns_the_same_way():
-  # Splitting over XLA's threads must not change a value (one part each).
-  a, b = _random((200, 30), 4), _random((30, 150), 5)
-  call = lambda parts, trans_b: jax.ffi.ffi_call(
-      native.TARGET, jax.ShapeDtypeStruct((200, 150), jnp.float32))(
-          a, b.T if trans_b else b, trans_a=False, trans_b=trans_b, parts=np.int64(parts))
+@pytest.mark.parametrize("m,n", [(200, 150), (150, 200)], ids=["rows", "columns"])
+def test_parts_split_rows_or_columns_the_same_way(m, n):
+  # Splitting over XLA's threads (rows when m >= n, else columns) must not
+  # change a value, with either operand transposed.
+  a, b = _random((m, 30), 4), _random((30, n), 5)
+
+  def call(parts, trans_a, trans_b):
+    return jax.ffi.ffi_call(native.TARGET, jax.ShapeDtypeStruct((m, n), jnp.float32))(
+        a.T if trans_a else a, b.T if trans_b else b, trans_a=trans_a, trans_b=trans_b,
+        parts=np.int64(parts))
+
   native.register()
-  one = np.asarray(jax.jit(lambda: call(1, False))())
+  one = np.asarray(jax.jit(lambda: call(1, False, False))())
   np.testing.assert_allclose(one, a @ b, rtol=2e-5, atol=1e-3)
   for parts in (2, 3, 7):
-    for trans_b in (False, True):
-      np.testing.assert_allclose(jax.jit(lambda: call(parts, trans_b))(), one, rtol=1e-6,
-                                 atol=1e-5)
+    for trans_a in (False, True):
+      for trans_b in (False, True):
+        got = jax.jit(lambda: call(parts, trans_a, trans_b))()
+        np.testing.assert_allclose(got, one, rtol=1e-6, atol=1e-5)
 
 
 def test_batched_and_empty_products():
