@@ -34,6 +34,11 @@ from flaxae.kernels import native
 MATMULS = ("xla", "mkl")
 
 
+def _check(matmuls: str) -> None:
+  if matmuls not in MATMULS:
+    raise ValueError(f"matmuls must be one of {MATMULS}, got {matmuls!r}")
+
+
 def _product(a: jax.Array, b: jax.Array, trans_a: bool, trans_b: bool) -> jax.Array:
   """``op(a) @ op(b)``, ``op`` a transpose where asked."""
   m = a.shape[1] if trans_a else a.shape[0]
@@ -84,8 +89,7 @@ def product(a: jax.Array, b: jax.Array, matmuls: str = "xla", *, trans_a: bool =
   2-D ``b``, by ``matmuls``: ``xla``, or ``mkl`` for float32 operands (others
   take XLA's dot). Not differentiable through the kernel: for hand-written
   gradients (:mod:`flaxae.models.layers`); :func:`matmul` has a gradient."""
-  if matmuls not in MATMULS:
-    raise ValueError(f"matmuls must be one of {MATMULS}, got {matmuls!r}")
+  _check(matmuls)
   if trans_a and a.ndim != 2:
     raise ValueError(f"a transposed left operand must be 2-D, got {a.shape}")
   if matmuls == "xla" or a.dtype != jnp.float32 or b.dtype != jnp.float32:
@@ -113,6 +117,5 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_t
 def dot_general_for(matmuls: str):
   """``flax.linen.Dense``'s ``dot_general`` for a model's ``matmuls`` setting
   (None: Flax's default, XLA's products)."""
-  if matmuls not in MATMULS:
-    raise ValueError(f"matmuls must be one of {MATMULS}, got {matmuls!r}")
+  _check(matmuls)
   return dot_general if matmuls == "mkl" else None

@@ -84,10 +84,11 @@ def _weight_matrix(kernel: jnp.ndarray, dtype) -> jnp.ndarray:
 
 
 def _linear(x: jnp.ndarray, w: jnp.ndarray, matmuls: str) -> jnp.ndarray:
-  """``x (..., K) @ w (K, N)``, differentiable, by ``matmuls``."""
-  if matmuls == "mkl":
-    return kernels.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())))
-  return x @ w
+  """``x (..., K) @ w (K, N)``, differentiable, by ``matmuls`` (as a dense layer's)."""
+  dot_general = kernels.dot_general_for(matmuls)
+  if dot_general is None:
+    return x @ w
+  return dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())))
 
 
 def _input_grad(dz: jnp.ndarray, kernel: jnp.ndarray, x: jnp.ndarray,
