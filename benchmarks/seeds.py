@@ -45,10 +45,10 @@ from flaxae.train.loop import setup
 
 def _runner(num_seeds: int, batch: int, data: np.ndarray, num_devices: int,
             seeds_vmapped: int, cpu_matmuls: str):
-  # MKL's products are custom calls: with several data-parallel devices only the
-  # per-device strategy runs them (parallel.model_matmuls).
+  # Seeds whose groups span several devices take MKL's products per device
+  # (parallel.model_matmuls).
   data_parallel = parallel.make_mesh(num_devices, num_seeds).shape[parallel.DATA_AXIS] > 1
-  strategy = "shard_map" if cpu_matmuls == "mkl" and data_parallel else "jit"
+  strategy = "shard_map" if cpu_matmuls == "mkl" and data_parallel and num_seeds > 1 else "jit"
   cfg = Config(model=ModelConfig(widths=(32,)),
                train=TrainConfig(batch_size=batch, num_devices=num_devices,
                                  num_seeds=num_seeds, seeds_vmapped=seeds_vmapped,

@@ -166,7 +166,7 @@ def run(cfg: Config, data: np.ndarray, *, reps: int = 5, inference: bool = True,
   # --- Inference: encode + decode of the same batches, on the devices --------
   if inference:
     variables = seed_variables(state, 0 if num_seeds > 1 else None)  # One model.
-    apply = jax.jit(parallel.sharded_model(model, mesh).apply,
+    apply = jax.jit(model.apply,
                     in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
                     out_shardings=parallel.batch_sharded(mesh))
     batches = [jax.device_put(data[i * bs:(i + 1) * bs], parallel.batch_sharded(mesh))

@@ -194,8 +194,8 @@ class TrainConfig:
       forms) through Intel MKL's sgemm in an XLA custom call
       (:mod:`flaxae.kernels`; needs ``pip install "flaxae[mkl]"`` and a C++
       compiler for its first use; at batch 256 the dense AE 784-256-64 +11-24 %,
-      the conv AE +22-25 %; with several data-parallel devices, strategy
-      ``shard_map``).
+      the conv AE +22-25 %; many seeds whose groups span several devices
+      need strategy ``shard_map``).
       Results differ in the last bits between the three. Ignored on GPU and
       TPU.
     conv_impl: How conv models compute their convolutions, with the same

@@ -8,11 +8,12 @@ more such products, with transposes passed to the BLAS instead of copies.
 At the dense AE's shapes (batch 256, 784-256-64) MKL's sgemm runs at ≈305
 GFLOP/s on this project's 2-core Xeon against ≈235 for XLA:CPU's own.
 
-A custom call has no sharding rule: under ``jax.jit`` with operands split over
-several devices XLA's partitioner gathers them onto every device (and such
-programs stalled in those all-gathers on CPU devices). Use it per device
-(``jax.shard_map``) or on one device; :func:`flaxae.train.parallel.sharded_model`
-swaps a model's products back to XLA's for the library's own sharded programs.
+Under ``jax.jit`` with operands split over several devices the kernel
+partitions like XLA's dot (:func:`jax.experimental.custom_partitioning` with
+the product's sharding rule): each device multiplies its own blocks, and a
+split contracting axis (the batch, in a weight gradient) is summed with one
+``psum``; nothing is gathered. Under ``jax.vmap`` it multiplies one pair at a
+time (``lax.map``); inside ``jax.shard_map`` it runs on each device's blocks.
 
 ``dot_general`` has :func:`jax.lax.dot_general`'s signature for
 ``flax.linen.Dense(dot_general=...)``: the products a dense layer makes
@@ -23,11 +24,14 @@ the kernel path, any other falls back to ``lax.dot_general``.
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.experimental.custom_partitioning import custom_partitioning
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from flaxae.kernels import native
 
@@ -39,15 +43,111 @@ def _check(matmuls: str) -> None:
     raise ValueError(f"matmuls must be one of {MATMULS}, got {matmuls!r}")
 
 
-def _product(a: jax.Array, b: jax.Array, trans_a: bool, trans_b: bool) -> jax.Array:
-  """``op(a) @ op(b)``, ``op`` a transpose where asked."""
+def _call(a: jax.Array, b: jax.Array, trans_a: bool, trans_b: bool) -> jax.Array:
+  """The FFI call on one device's operands."""
   m = a.shape[1] if trans_a else a.shape[0]
   n = b.shape[0] if trans_b else b.shape[1]
+  call = jax.ffi.ffi_call(native.TARGET, jax.ShapeDtypeStruct((m, n), jnp.float32))
+  return call(a, b, trans_a=trans_a, trans_b=trans_b, parts=np.int64(0))
+
+
+def _spec(sharding, ndim: int) -> tuple:
+  return tuple(sharding.spec) + (None,) * (ndim - len(sharding.spec))
+
+
+def _axes(entry) -> tuple[str, ...]:
+  return () if entry is None else tuple(entry) if isinstance(entry, tuple) else (entry,)
+
+
+@functools.cache
+def _kernel(trans_a: bool, trans_b: bool) -> Callable:
+  """The kernel on global operands: partitioned and batched like a dot."""
+
+  def dims(a_sharding, b_sharding):
+    """The mesh axes splitting the product's m, k and n, each axis used once."""
+    (ak, am) = _spec(a_sharding, 2) if trans_a else _spec(a_sharding, 2)[::-1]
+    (bn, bk) = _spec(b_sharding, 2) if trans_b else _spec(b_sharding, 2)[::-1]
+    used: set[str] = set()
+    out = []
+    for entry in (am, ak or bk, bn):
+      if used & set(_axes(entry)):
+        entry = None  # Replicated along that dimension instead.
+      used |= set(_axes(entry))
+      out.append(entry)
+    return tuple(out)
+
+  @custom_partitioning
+  def partitioned(a, b):
+    return _call(a, b, trans_a, trans_b)
+
+  def partition(mesh, arg_shapes, result_shape):
+    del result_shape
+    m, k, n = dims(*(x.sharding for x in arg_shapes))
+    # Both operands split the contracting axis alike (the partitioner
+    # reshards them to these where they differ).
+    a_spec = P(k, m) if trans_a else P(m, k)
+    b_spec = P(n, k) if trans_b else P(k, n)
+
+    def local(a, b):
+      c = _call(a, b, trans_a, trans_b)
+      return lax.psum(c, _axes(k)) if _axes(k) else c
+
+    return (mesh, local, NamedSharding(mesh, P(m, n)),
+            (NamedSharding(mesh, a_spec), NamedSharding(mesh, b_spec)))
+
+  def infer(mesh, arg_shapes, result_shape):  # GSPMD's propagation (Shardy uses the rule)
+    del result_shape
+    m, _, n = dims(*(x.sharding for x in arg_shapes))
+    return NamedSharding(mesh, P(m, n))
+
+  partitioned.def_partition(
+      partition=partition, infer_sharding_from_operands=infer,
+      sharding_rule=f"{'k m' if trans_a else 'm k'}, {'n k' if trans_b else 'k n'} -> m n",
+      reduction_factors=("k",))
+
+  @jax.custom_batching.custom_vmap
+  def kernel(a, b):
+    if jax.sharding.get_abstract_mesh().manual_axes:
+      # Inside jax.shard_map each device has its own operands. (Where the
+      # shard_map leaves some axes automatic, the partitioner gathers the
+      # operands along those: custom_partitioning only sees GSPMD shardings.)
+      return _call(a, b, trans_a, trans_b)
+    return partitioned(a, b)
+
+  @kernel.def_vmap
+  def _batched(axis_size, in_batched, a, b):  # One product after another.
+    del axis_size
+    a_batched, b_batched = in_batched
+    if a_batched and b_batched:
+      return lax.map(lambda ab: kernel(*ab), (a, b)), True
+    if a_batched:
+      return lax.map(lambda x: kernel(x, b), a), True
+    return lax.map(lambda y: kernel(a, y), b), True
+
+  return kernel
+
+
+def _varying(x) -> frozenset:
+  """The manual mesh axes (``jax.shard_map``) along which ``x`` varies."""
+  aval = jax.typeof(x)
+  mat = getattr(aval, "manual_axis_type", None)
+  return frozenset(mat.varying if mat is not None else getattr(aval, "vma", ()))
+
+
+def _vary(x: jax.Array, axes: frozenset) -> jax.Array:
+  """``x`` typed as varying along ``axes`` too (a no-op outside a type-checking
+  ``jax.shard_map``, where nothing is typed as varying)."""
+  return lax.pcast(x, tuple(sorted(axes - _varying(x))), to="varying")
+
+
+def _product(a: jax.Array, b: jax.Array, trans_a: bool, trans_b: bool) -> jax.Array:
+  """``op(a) @ op(b)``, ``op`` a transpose where asked."""
+  varying = _varying(a) | _varying(b)
 
   def kernel(a, b):
-    call = jax.ffi.ffi_call(native.TARGET, jax.ShapeDtypeStruct((m, n), jnp.float32),
-                            vmap_method="sequential")
-    return call(a, b, trans_a=trans_a, trans_b=trans_b, parts=np.int64(0))
+    # The custom call's result is typed alike on every device; it varies
+    # where its operands do.
+    return _vary(_kernel(trans_a, trans_b)(a, b), varying)
 
   def portable(a, b):
     dims = (((0 if trans_a else 1,), (1 if trans_b else 0,)), ((), ()))
@@ -80,7 +180,10 @@ def matmul(a: jax.Array, b: jax.Array) -> jax.Array:
   if a.dtype != jnp.float32 or b.dtype != jnp.float32:
     raise ValueError(f"matmul is float32 only, got {a.dtype} @ {b.dtype}")
   native.register()
-  return _matmul(a, b)
+  # Both operands vary alike (JAX's own products do the same implicitly), so
+  # the gradient of one that does not vary is summed over the others' axes.
+  varying = _varying(a) | _varying(b)
+  return _matmul(_vary(a, varying), _vary(b, varying))
 
 
 def product(a: jax.Array, b: jax.Array, matmuls: str = "xla", *, trans_a: bool = False,

@@ -102,7 +102,8 @@ def read_config(run_dir: str | Path) -> Config:
 def build(cfg: Config, feature_shape: tuple[int, ...], steps_per_epoch: int,
           mesh: jax.sharding.Mesh):
   """Model, objective, optimizer and a sharded abstract state."""
-  matmuls = parallel.model_matmuls(cfg.train.cpu_matmuls, mesh, cfg.train.strategy)
+  matmuls = parallel.model_matmuls(cfg.train.cpu_matmuls, mesh, cfg.train.strategy,
+                                   cfg.train.num_seeds)
   if matmuls == "mkl":
     kernels.native.register()  # A missing MKL or compiler is a KernelError now.
   model = build_model(cfg.model, feature_shape, dtype=cfg.train.compute_dtype,
@@ -269,8 +270,7 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
 
   # --- Evaluation ---------------------------------------------------------------
   eval_jit = parallel.make_eval(
-      functools.partial(eval_step, model=parallel.sharded_model(model, mesh),
-                        objective=objective, cfg=cfg.model,
+      functools.partial(eval_step, model=model, objective=objective, cfg=cfg.model,
                         rng=jax.random.key(cfg.train.seed),
                         noise=objectives.eval_noise(cfg.model)), mesh)
   summarize = functools.partial(summarize_eval, cfg=cfg.model)

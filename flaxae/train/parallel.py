@@ -209,29 +209,23 @@ def compiler_options(cpu_matmuls: str = "xla") -> dict[str, str] | None:
   return None
 
 
-def model_matmuls(cpu_matmuls: str, mesh: Mesh, strategy: str) -> str:
+def model_matmuls(cpu_matmuls: str, mesh: Mesh, strategy: str, num_seeds: int = 1) -> str:
   """The model's ``matmuls`` (:func:`flaxae.models.build_model`) for
-  ``train.cpu_matmuls`` on this backend and mesh: ``mkl`` only on CPU."""
+  ``train.cpu_matmuls`` on this backend and mesh: ``mkl`` only on CPU.
+
+  MKL's products partition like XLA's under ``jax.jit`` and run per device
+  inside ``shard_map`` (:mod:`flaxae.kernels.gemm`), except in one program:
+  many seeds (a ``shard_map`` over the seed groups) whose step splits the
+  batch with the jit strategy, where the partitioner would gather each
+  product's operands onto every device."""
   if cpu_matmuls != "mkl" or jax.default_backend() != "cpu":
     return "xla"
-  if strategy == "jit" and mesh.shape[DATA_AXIS] > 1:
+  if num_seeds > 1 and strategy == "jit" and mesh.shape[DATA_AXIS] > 1:
     raise ConfigError(
-        "train.cpu_matmuls=mkl computes products in a custom call, whose operands the "
-        "jit strategy's partitioner gathers onto every device: with more than one "
-        "data-parallel device use train.strategy=shard_map (each device its own products)")
+        "train.cpu_matmuls=mkl with train.num_seeds > 1 and more than one data-parallel "
+        "device per seed group needs train.strategy=shard_map (each device its own "
+        "products): the jit strategy would gather every product's operands")
   return "mkl"
-
-
-def sharded_model(model, mesh: Mesh):
-  """``model`` for a jit program whose batch is split over ``mesh``'s ``data``
-  axis: a model whose products are MKL custom calls (:mod:`flaxae.kernels`)
-  computes with XLA's there (the same parameters and function), since XLA's
-  partitioner would gather a custom call's operands onto every device (and
-  such programs stalled in its all-gathers on CPU devices, measured). Inside
-  ``shard_map`` each device runs its own products and keeps the kernel."""
-  if mesh.shape[DATA_AXIS] > 1 and getattr(model, "matmuls", "xla") != "xla":
-    return model.clone(matmuls="xla")
-  return model
 
 
 def use_compilation_cache(folder: str) -> None:

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 import flaxae
 from flaxae import kernels
@@ -15,7 +16,6 @@ from flaxae.config import Config, ModelConfig, TrainConfig
 from flaxae.errors import ConfigError, KernelError
 from flaxae.kernels import native
 from flaxae.models import build_model
-from flaxae.train import parallel
 from flaxae.train.loop import setup, train_and_evaluate
 
 from tests.train.helpers import rel_diff, trained_state
@@ -131,21 +131,28 @@ def test_training_with_mkl_matmuls_equals_xla(model):
 
 
 @pytest.mark.devices(4)
-def test_several_devices_need_the_shard_map_strategy(xla_trained):
-  train = TrainConfig(num_devices=4, batch_size=32, epochs=20, cpu_matmuls="mkl")
-  with pytest.raises(ConfigError, match="strategy=shard_map"):
-    setup(Config(model=ModelConfig(widths=(32, 8)), train=train), DATA.shape[1:], len(DATA))
+@pytest.mark.parametrize("strategy", ["jit", "shard_map"])
+def test_four_devices_train_with_mkl_as_one_with_xla(strategy, xla_trained):
+  # jit: the partitioner splits each product like XLA's dot (the weight
+  # gradients summed over the devices); shard_map: each device its own.
   train = TrainConfig(num_devices=4, batch_size=32, epochs=20, cpu_matmuls="mkl",
-                      strategy="shard_map")
+                      strategy=strategy)
   assert rel_diff(trained_state(DATA, steps=20, train=train).params,
                   xla_trained.params) <= 1e-5
 
 
 @pytest.mark.devices(4)
+def test_a_seed_group_split_over_devices_needs_the_shard_map_strategy():
+  train = TrainConfig(num_devices=4, batch_size=32, num_seeds=2, cpu_matmuls="mkl")
+  with pytest.raises(ConfigError, match="strategy=shard_map"):
+    setup(Config(model=ModelConfig(widths=(32, 8)), train=train), DATA.shape[1:], len(DATA))
+
+
+@pytest.mark.devices(4)
 def test_a_four_device_run_with_mkl_trains_and_evaluates(tmp_path):
-  # Training per device (shard_map, MKL), evaluation split over the devices
-  # (jit, XLA's products): the run completes and its figures are the ones a
-  # run with XLA's products reports.
+  # Training per device (shard_map), evaluation split over the devices (jit):
+  # the run completes and its figures are the ones a run with XLA's products
+  # reports.
   def run(cpu_matmuls):
     cfg = Config(model=ModelConfig(widths=(16, 4)),
                  train=TrainConfig(epochs=1, batch_size=64, num_devices=4,
@@ -222,17 +229,76 @@ def test_a_run_trained_with_mkl_loads_with_xla_products(tmp_path):
       rtol=1e-5, atol=1e-5)
 
 
+def _loss(w, x):
+  return jnp.sum(jnp.tanh(kernels.matmul(x, w)) ** 2)
+
+
 @pytest.mark.devices(4)
-def test_batch_split_programs_take_xla_products():
-  # A jit program whose batch is split over devices would gather the custom
-  # call's operands: the library's sharded programs (evaluation, inference
-  # benchmarks) get the model with XLA's products; per-device ones keep MKL's.
-  model = build_model(ModelConfig(widths=(16, 4)), (8, 8, 1), matmuls="mkl")
-  split = parallel.sharded_model(model, parallel.make_mesh(4))
-  assert split.matmuls == "xla" and split.widths == model.widths
-  assert parallel.sharded_model(model, parallel.make_mesh(1)) is model
-  assert parallel.sharded_model(model, parallel.make_mesh(4, num_seeds=4)) is model
-  x = jax.random.uniform(jax.random.key(0), (16, 8, 8, 1))
-  params = model.init(jax.random.key(1), x)
-  np.testing.assert_allclose(split.apply(params, x), model.apply(params, x), rtol=1e-5,
-                             atol=1e-5)
+@pytest.mark.parametrize("w_spec,x_spec", [
+    (P(), P("data")),            # data parallel: a weight gradient summed over devices
+    (P(None, "data"), P()),      # the layer's outputs split
+    (P("data", None), P(None, "data"))],  # the contracting axis split
+    ids=["batch", "outputs", "contracting"])
+def test_sharded_jit_programs_split_the_products_without_gathers(w_spec, x_spec):
+  mesh = jax.make_mesh((4,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+  w, x = _random((32, 16), 0), _random((64, 32), 1) * 0.3
+  grads = jax.jit(jax.value_and_grad(_loss, (0, 1)))
+  value, (gw, gx) = grads(jax.device_put(w, NamedSharding(mesh, w_spec)),
+                          jax.device_put(x, NamedSharding(mesh, x_spec)))
+  ref_value, (ref_gw, ref_gx) = jax.value_and_grad(_loss, (0, 1))(w, x)
+  np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+  np.testing.assert_allclose(gw, ref_gw, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(gx, ref_gx, rtol=1e-5, atol=1e-5)
+  hlo = grads.lower(jax.device_put(w, NamedSharding(mesh, w_spec)),
+                    jax.device_put(x, NamedSharding(mesh, x_spec))).compile().as_text()
+  assert "all-gather" not in hlo and " dot(" not in hlo
+  assert hlo.count(f'custom_call_target="{native.TARGET}"') == 3
+
+
+@pytest.mark.devices(4)
+def test_conflicting_and_two_axis_shardings_multiply_right():
+  # Rows of x and columns of w split along one axis (one of them is then
+  # gathered), and operands split along two mesh axes at once.
+  w, x = _random((32, 16), 0), _random((64, 32), 1)
+  product = jax.jit(kernels.matmul)
+  one = jax.make_mesh((4,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+  two = jax.make_mesh((2, 2), ("a", "b"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+  for mesh, x_spec, w_spec in [(one, P("data"), P(None, "data")),
+                               (two, P(("a", "b")), P("b", "a"))]:
+    out = product(jax.device_put(x, NamedSharding(mesh, x_spec)),
+                  jax.device_put(w, NamedSharding(mesh, w_spec)))
+    np.testing.assert_allclose(out, x @ w, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.devices(4)
+@pytest.mark.parametrize("check_vma", [True, False])
+def test_inside_shard_map_the_kernel_types_and_sums_as_xla_does(check_vma):
+  # With check_vma the gradient of a weight every device shares is summed
+  # over the devices (as for XLA's dot); without, each device has its own.
+  mesh = jax.make_mesh((4,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+  w, x = _random((32, 16), 0), _random((64, 32), 1) * 0.3
+
+  def per_device(loss):
+    return jax.jit(jax.shard_map(lambda w, x: jax.lax.psum(jax.grad(loss)(w, x), "data"),
+                                 mesh=mesh, in_specs=(P(), P("data")), out_specs=P(),
+                                 check_vma=check_vma))
+
+  xla_loss = lambda w, x: jnp.sum(jnp.tanh(x @ w) ** 2)  # noqa: E731
+  np.testing.assert_allclose(per_device(_loss)(w, x), per_device(xla_loss)(w, x),
+                             rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.devices(4)
+def test_a_seed_axis_program_gathers_only_its_automatic_axis():
+  # shard_map over the seeds, the batch split automatically inside: correct
+  # (the operands gathered along the automatic axis), as model_matmuls warns.
+  mesh = jax.make_mesh((2, 2), ("seed", "data"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+  w, x = _random((32, 16), 0), _random((64, 32), 1) * 0.3
+  ws = jnp.stack([w, 2 * w])
+  run = jax.jit(
+      jax.shard_map(lambda ws, x: jax.vmap(jax.grad(_loss), in_axes=(0, None))(ws, x),
+                    mesh=mesh, in_specs=(P("seed"), P()), out_specs=P("seed"),
+                    axis_names={"seed"}, check_vma=False),
+      in_shardings=(NamedSharding(mesh, P("seed")), NamedSharding(mesh, P("data"))))
+  np.testing.assert_allclose(run(ws, x), jax.vmap(jax.grad(_loss), in_axes=(0, None))(ws, x),
+                             rtol=1e-5, atol=1e-5)
