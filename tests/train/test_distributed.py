@@ -96,11 +96,12 @@ def test_killed_job_resumes_from_its_checkpoint(tmp_path):
 
 @pytest.mark.devices(4)
 @pytest.mark.skipif(not native.available(), reason="needs MKL and a C++ compiler")
-def test_two_processes_with_mkl_products_equal_one_process(tmp_path):
-  # Each process compiles (or loads) flaxae's MKL kernel; per-device products
-  # need the shard_map strategy.
+@pytest.mark.parametrize("strategy", ["jit", "shard_map"])
+def test_two_processes_with_mkl_products_equal_one_process(tmp_path, strategy):
+  # Each process compiles (or loads) flaxae's MKL kernel; under jit the
+  # partitioner splits its products over the processes' devices.
   proc = _launch(tmp_path / "mh", epochs=1,
-                 extra=["--train.cpu_matmuls=mkl", "--train.strategy=shard_map"])
+                 extra=["--train.cpu_matmuls=mkl", f"--train.strategy={strategy}"])
   _, err = proc.communicate(timeout=300)
   assert proc.returncode == 0, err
   two = flaxae.load(tmp_path / "mh")
