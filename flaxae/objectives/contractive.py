@@ -54,14 +54,19 @@ def closed_form_sq_norm(kernel: jnp.ndarray, h: jnp.ndarray) -> jnp.ndarray:
 
 
 def exact_sq_norm(encode: Callable[[jnp.ndarray], jnp.ndarray],
-                  x: jnp.ndarray) -> jnp.ndarray:
-  """``‖∂encode/∂x‖²_F`` ``(B,)`` for a batch function with independent examples."""
+                  x: jnp.ndarray, forward_mode: bool = True) -> jnp.ndarray:
+  """``‖∂encode/∂x‖²_F`` ``(B,)`` for a batch function with independent examples.
+
+  ``forward_mode=False`` when ``encode`` has no JVP (MKL's products,
+  :mod:`flaxae.kernels.gemm`, differentiate in reverse mode only): the code's
+  basis vectors then serve even where the input's are fewer.
+  """
   batch, in_shape = x.shape[0], x.shape[1:]
   h, vjp = jax.vjp(encode, x)
   code_shape = h.shape[1:]
   code_size, in_size = math.prod(code_shape), math.prod(in_shape)
 
-  if code_size <= in_size:
+  if code_size <= in_size or not forward_mode:
     def row(k):  # ‖Jᵀeₖ‖² for every example.
       e = jax.nn.one_hot(k, code_size, dtype=h.dtype).reshape(code_shape)
       (g,) = vjp(jnp.broadcast_to(e, h.shape))
@@ -115,7 +120,7 @@ def jacobian_sq_norm(model, variables, x: jnp.ndarray, *, method: str = "auto",
     kernel = variables["params"]["encoder"]["code"]["kernel"]
     return closed_form_sq_norm(kernel, encode(x))
   if method == "exact":
-    return exact_sq_norm(encode, x)
+    return exact_sq_norm(encode, x, forward_mode=getattr(model, "matmuls", "xla") == "xla")
   if keys is None:
     raise ValueError("hutchinson needs one key per example")
   return hutchinson_sq_norm(encode, x, keys, probes)

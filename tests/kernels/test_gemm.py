@@ -115,6 +115,42 @@ def xla_trained():
   return trained_state(DATA, num_devices=1, steps=20)
 
 
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True),
+                                             (True, True)])
+def test_second_order_gradients_equal_xla(trans_a, trans_b):
+  # jax.grad through a vjp (what a contractive AE's penalty does), for every
+  # pair of transposes the gradients use.
+  a, b = _random((24, 40), 0), _random((24 if trans_a else 40, 16), 1)
+  if trans_b:
+    b = _random((16, 24 if trans_a else 40), 1)
+
+  def penalty(a, b, matmuls):
+    f = lambda a: jnp.tanh(kernels.product(a, b, matmuls, trans_a=trans_a, trans_b=trans_b))
+    out, vjp = jax.vjp(f, a)
+    return jnp.sum(jnp.square(vjp(jnp.ones_like(out))[0]))
+
+  grads = jax.jit(jax.grad(penalty, (0, 1)), static_argnums=2)
+  for got, want in zip(grads(a, b, "mkl"), grads(a, b, "xla")):
+    # Both are within 3e-6 of the float64 value relative to the largest entry.
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("model", [
+    ModelConfig(kind="contractive", widths=(32, 8), jacobian="exact"),
+    ModelConfig(kind="contractive", widths=(96,), code_activation="sigmoid",
+                jacobian="exact"),  # Overcomplete: reverse mode where XLA's go forward.
+    ModelConfig(kind="contractive", widths=(32, 8), jacobian="hutchinson"),
+    ModelConfig(kind="contractive", arch="conv", channels=(4, 8), latent_dim=6,
+                jacobian="exact")],
+    ids=["exact", "exact-overcomplete", "hutchinson", "conv"])
+def test_a_contractive_ae_trains_with_mkl_as_with_xla(model):
+  def run(cpu_matmuls):
+    train = TrainConfig(num_devices=1, batch_size=32, epochs=4, cpu_matmuls=cpu_matmuls)
+    return trained_state(DATA, steps=4, train=train, model=model)
+
+  assert rel_diff(run("mkl").params, run("xla").params) <= 1e-5
+
+
 @pytest.mark.parametrize("model", [
     ModelConfig(widths=(32, 8)),
     # The conv AE on CPU runs micro-batches of 16 (two per step here).
