@@ -263,6 +263,13 @@ def test_a_run_trained_with_mkl_loads_with_xla_products(tmp_path):
       run.encode(images),
       mkl_model.apply({"params": trained.state.params}, images, method=mkl_model.encode),
       rtol=1e-5, atol=1e-5)
+  # Or, asked for, with MKL's (any run: the parameters are the same).
+  fast = flaxae.load(tmp_path / "run", cpu_matmuls="mkl")
+  assert fast.model.matmuls == "mkl"
+  np.testing.assert_allclose(fast.reconstruct(images), run.reconstruct(images), rtol=1e-5,
+                             atol=1e-6)
+  with pytest.raises(ConfigError, match="cpu_matmuls must be one of"):
+    flaxae.load(tmp_path / "run", cpu_matmuls="eigen")
 
 
 def _loss(w, x):
