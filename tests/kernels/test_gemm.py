@@ -332,9 +332,10 @@ def test_inside_shard_map_the_kernel_types_and_sums_as_xla_does(check_vma):
 
 
 @pytest.mark.devices(4)
-def test_a_seed_axis_program_gathers_only_its_automatic_axis():
-  # shard_map over the seeds, the batch split automatically inside: correct
-  # (the operands gathered along the automatic axis), as model_matmuls warns.
+def test_a_seed_axis_program_with_an_automatic_batch_axis_is_right():
+  # shard_map over the seeds, the batch split automatically inside: correct,
+  # though the operands are gathered along that axis (why model_matmuls asks
+  # for the shard_map strategy there).
   mesh = jax.make_mesh((2, 2), ("seed", "data"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
   w, x = _random((32, 16), 0), _random((64, 32), 1) * 0.3
   ws = jnp.stack([w, 2 * w])
