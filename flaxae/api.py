@@ -172,7 +172,6 @@ def load(run_dir: str | os.PathLike, step: int | None = None, seed_index: int = 
   """
   # pylint: disable=import-outside-toplevel
   from flaxae import kernels
-  from flaxae.kernels import native
   from flaxae.train import parallel
   from flaxae.train.loop import MetricsLogger, restore_state, seed_variables
   if cpu_matmuls not in kernels.MATMULS:
@@ -182,7 +181,6 @@ def load(run_dir: str | os.PathLike, step: int | None = None, seed_index: int = 
     raise ConfigError(f"seed_index {seed_index} is out of range: the run has "
                       f"{cfg.train.num_seeds} model(s)")
   if parallel.model_matmuls(cpu_matmuls, parallel.make_mesh(1), "jit") == "mkl":
-    native.register()  # A missing MKL or compiler is a KernelError now.
     model = model.clone(matmuls="mkl")
   history = MetricsLogger(run_dir, enabled=False).history()
   return Run(Path(run_dir), cfg, model, seed_variables(state, seed_index), history,

@@ -83,14 +83,6 @@ def _weight_matrix(kernel: jnp.ndarray, dtype) -> jnp.ndarray:
   return kernel.transpose(2, 0, 1, 3).reshape(c, k * k * f).astype(dtype)
 
 
-def _linear(x: jnp.ndarray, w: jnp.ndarray, matmuls: str) -> jnp.ndarray:
-  """``x (..., K) @ w (K, N)``, differentiable, by ``matmuls`` (as a dense layer's)."""
-  dot_general = kernels.dot_general_for(matmuls)
-  if dot_general is None:
-    return x @ w
-  return dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())))
-
-
 def _input_grad(dz: jnp.ndarray, kernel: jnp.ndarray, x: jnp.ndarray,
                 matmuls: str) -> jnp.ndarray:
   """Gradient of the input ``x`` from that of its tap products ``(B·H·W, k·k·F)``."""
@@ -174,7 +166,8 @@ class Conv(nn.Module):
     if f * s * s < c:
       y = output_side_conv(x, kernel, s, self.matmuls)
     else:
-      y = _linear(im2col(x, k, s), kernel.reshape(k * k * c, f).astype(x.dtype), self.matmuls)
+      y = kernels.product(im2col(x, k, s), kernel.reshape(k * k * c, f).astype(x.dtype),
+                          self.matmuls)
     return y + bias.reshape(1, 1, 1, -1).astype(y.dtype)
 
 

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flaxae import config as config_lib
-from flaxae import io, kernels, objectives
+from flaxae import io, objectives
 from flaxae.checkpoint import Checkpointer
 from flaxae.config import Config
 from flaxae.data import Dataset, load_dataset
@@ -104,8 +104,6 @@ def build(cfg: Config, feature_shape: tuple[int, ...], steps_per_epoch: int,
   """Model, objective, optimizer and a sharded abstract state."""
   matmuls = parallel.model_matmuls(cfg.train.cpu_matmuls, mesh, cfg.train.strategy,
                                    cfg.train.num_seeds)
-  if matmuls == "mkl":
-    kernels.native.register()  # A missing MKL or compiler is a KernelError now.
   model = build_model(cfg.model, feature_shape, dtype=cfg.train.compute_dtype,
                       conv_impl=cfg.train.conv_impl, matmuls=matmuls)
   objective = objectives.get(cfg.model.kind)

@@ -39,6 +39,7 @@ from jax.sharding import PartitionSpec as P
 
 from flaxae.data import compact
 from flaxae.errors import ConfigError, ShapeError
+from flaxae.kernels import native
 
 DATA_AXIS = "data"
 SEED_AXIS = "seed"
@@ -211,7 +212,9 @@ def compiler_options(cpu_matmuls: str = "xla") -> dict[str, str] | None:
 
 def model_matmuls(cpu_matmuls: str, mesh: Mesh, strategy: str, num_seeds: int = 1) -> str:
   """The model's ``matmuls`` (:func:`flaxae.models.build_model`) for
-  ``train.cpu_matmuls`` on this backend and mesh: ``mkl`` only on CPU.
+  ``train.cpu_matmuls`` on this backend and mesh: ``mkl`` only on CPU, and
+  then with the kernel registered (a missing MKL or compiler is a
+  :class:`~flaxae.errors.KernelError` here, before any work).
 
   MKL's products partition like XLA's under ``jax.jit`` and run per device
   inside ``shard_map`` (:mod:`flaxae.kernels.gemm`), except in one program:
@@ -225,6 +228,7 @@ def model_matmuls(cpu_matmuls: str, mesh: Mesh, strategy: str, num_seeds: int = 
         "train.cpu_matmuls=mkl with train.num_seeds > 1 and more than one data-parallel "
         "device per seed group needs train.strategy=shard_map (each device its own "
         "products): the jit strategy would gather every product's operands")
+  native.register()
   return "mkl"
 
 
