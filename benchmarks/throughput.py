@@ -10,6 +10,13 @@ count. A subprocess that fails (a peer not installed, ``torch.compile``
 without a compiler) is reported, not fatal. Prints a markdown table and the
 issue's acceptance figures, and writes a JSON file with ratios to PyTorch
 eager and the roofline percentage of each row.
+
+``--rounds R`` runs the whole sequence (the matmul peak, then every job) R
+times over. A row then reports the round whose median is the median of the
+rounds', its ratio to PyTorch is the median of the R ratios each taken within
+one round (PyTorch measured minutes, not an hour, from the row), and its
+roofline percentage the median of each round's against that round's peak: a
+machine whose speed drifts between rounds moves both sides of a ratio alike.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import importlib.util
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -161,19 +169,84 @@ def plan_samples(results: list[dict[str, Any]], impl: str, model: str, bs: int,
   return max(bs, int(budget_s * sps / runs) // bs * bs), None
 
 
+def _key(r: dict[str, Any]) -> tuple:
+  return r.get("arch"), r.get("batch_size"), r.get("impl"), r.get("all_devices", False)
+
+
+def combine_rounds(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+  """One row per job from R rounds, each ``{"peak": ..., "results": [...]}``.
+
+  A row is the record of its median round (the lower middle for an even
+  count), with ``rounds`` (each round's median samples/s, None where it
+  failed), ``round_peaks`` (each round's matmul peak, GFLOP/s) and the
+  training min and max over every round's repetitions; a job that failed in
+  every round keeps its first error.
+  """
+  rows = []
+  for first in rounds[0]["results"]:
+    per_round = [next((rec for rec in rnd["results"]
+                       if _key(rec) == _key(first) and "train" in rec), None)
+                 for rnd in rounds]
+    done = sorted((rec for rec in per_round if rec is not None),
+                  key=lambda rec: rec["train"]["samples_per_s"])
+    if not done:
+      rows.append(first)
+      continue
+    row = dict(done[(len(done) - 1) // 2])
+    row["train"] = {**row["train"],
+                    "samples_per_s_min": min(r["train"]["samples_per_s_min"] for r in done),
+                    "samples_per_s_max": max(r["train"]["samples_per_s_max"] for r in done)}
+    row["rounds"] = [rec and rec["train"]["samples_per_s"] for rec in per_round]
+    row["round_peaks"] = [rnd["peak"]["peak_gflops"] for rnd in rounds]
+    rows.append(row)
+  return rows
+
+
+def _median(xs: list[float | None]) -> float | None:
+  xs = [x for x in xs if x is not None]
+  return statistics.median(xs) if xs else None
+
+
+def round_ratios(row: dict[str, Any], base: dict[str, Any]) -> list[float | None] | None:
+  """``row``'s samples/s over ``base``'s within each round (None without rounds)."""
+  if "rounds" not in row or "rounds" not in base:
+    return None
+  return [x / y if x and y else None for x, y in zip(row["rounds"], base["rounds"])]
+
+
+def paired_ratio(row: dict[str, Any], base: dict[str, Any]) -> float:
+  """``row``'s throughput over ``base``'s: the median of the ratios within each
+  round where both ran in rounds, else the ratio of their medians."""
+  ratios = round_ratios(row, base)
+  if ratios is None:
+    return row["train"]["samples_per_s"] / base["train"]["samples_per_s"]
+  return _median(ratios)
+
+
 def add_ratios(results: list[dict[str, Any]], peak_gflops: float) -> None:
-  """Adds ``ratio_to_pytorch`` and ``roofline_pct`` (of training) to each row."""
-  base = {(r["arch"], r["batch_size"]): r["train"]["samples_per_s"] for r in results
+  """Adds ``ratio_to_pytorch`` and ``roofline_pct`` (of training) to each row.
+
+  Rows with ``rounds`` (:func:`combine_rounds`) take the median of the ratios
+  within each round (:func:`paired_ratio`), and of each round's percentage of
+  that round's own peak; the per-round figures go in ``round_ratios`` and
+  ``round_roofline_pcts``.
+  """
+  base = {(r["arch"], r["batch_size"]): r for r in results
           if r.get("impl") == BASELINE and "train" in r}
   for r in results:
     if "train" not in r:
       continue
-    sps = r["train"]["samples_per_s"]
     b = base.get((r["arch"], r["batch_size"]))
-    r["ratio_to_pytorch"] = sps / b if b else None
     flops = common.train_flops_per_sample(common.model_macs(r["arch"]))
-    r["train_gflops"] = sps * flops / 1e9
-    r["roofline_pct"] = 100.0 * r["train_gflops"] / peak_gflops if peak_gflops else None
+    r["train_gflops"] = r["train"]["samples_per_s"] * flops / 1e9
+    r["ratio_to_pytorch"] = paired_ratio(r, b) if b else None
+    if "rounds" in r:
+      r["round_ratios"] = round_ratios(r, b) if b else None
+      r["round_roofline_pcts"] = [100.0 * x * flops / 1e9 / p if x and p else None
+                                  for x, p in zip(r["rounds"], r["round_peaks"])]
+      r["roofline_pct"] = _median(r["round_roofline_pcts"])
+    else:
+      r["roofline_pct"] = 100.0 * r["train_gflops"] / peak_gflops if peak_gflops else None
     if "infer" in r:
       r["infer_gflops"] = r["infer"]["samples_per_s"] * 2 * common.model_macs(r["arch"]) / 1e9
 
@@ -232,20 +305,22 @@ def acceptance(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
   def ratio(arch, other, need):
     (f, name), o = best(arch), row(other, arch, 256)
-    value = (f["train"]["samples_per_s"] / o["train"]["samples_per_s"]) if f and o else None
+    value = paired_ratio(f, o) if f and o else None
     checks.append({"figure": f"{arch} b256: {name} / {other}", "need": f"≥ {need}",
-                   "value": value, "holds": value is not None and value >= need})
+                   "value": value, "holds": value is not None and value >= need,
+                   "rounds": round_ratios(f, o) if f and o else None})
 
   ratio("dense", "pytorch", 1.5)
   ratio("dense", "keras-tf", 2.5)
   f, name = best("dense")
   value = f.get("roofline_pct") if f else None
   checks.append({"figure": f"dense b256: {name} % of matmul roofline", "need": "≥ 80",
-                 "value": value, "holds": value is not None and value >= 80})
+                 "value": value, "holds": value is not None and value >= 80,
+                 "rounds": f.get("round_roofline_pcts") if f else None})
   ratio("conv", "pytorch", 1.2)
   value = f["compile_s"] if f else None
   checks.append({"figure": f"dense b256: {name} fused-epoch compile s", "need": "≤ 5",
-                 "value": value, "holds": value is not None and value <= 5})
+                 "value": value, "holds": value is not None and value <= 5, "rounds": None})
   return checks
 
 
@@ -262,6 +337,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--samples", type=int, default=0,
                  help="examples per repetition (default: dense 16384, conv 4096)")
   p.add_argument("--reps", type=int, default=5, help="timed repetitions (≥ 5)")
+  p.add_argument("--rounds", type=int, default=1,
+                 help="run every job this many times over, interleaved; ratios are the "
+                      "median of those within each round")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--threads", type=int, default=common.num_threads(),
                  help="threads every implementation uses (default: all cores)")
@@ -284,26 +362,25 @@ def parse_args(argv=None) -> argparse.Namespace:
   for name in args.impls:
     if name not in IMPLS + OPTIONAL_IMPLS:
       p.error(f"unknown implementation {name!r}; known: {', '.join(IMPLS + OPTIONAL_IMPLS)}")
+  if args.rounds < 1:
+    p.error("--rounds must be at least 1")
   if args.quick:
     args.batch_sizes, args.samples, args.reps = [64], 512, 2
   return args
 
 
-def main(argv=None) -> int:
-  args = parse_args(argv)
-  started, load_start = time.time(), os.getloadavg()
-  env = {**os.environ, **common.thread_env(args.threads, args.omp_passive)}
-  env.setdefault("JAX_PLATFORMS", "")
-  env["PYTHONWARNINGS"] = "ignore"
-  print(f"# threads per implementation: {args.threads}", file=sys.stderr)
-
-  # --- The roofline: a large float32 matmul, in this run -----------------------
+def run_round(args, env: dict[str, str], done: list[dict[str, Any]]
+              ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+  """The matmul peak, then every job, each in its own subprocess; ``done``:
+  earlier rounds' records (for :func:`plan_samples`). The peak is None (and
+  reported) when its measurement failed."""
+  # --- The roofline: a large matmul in the run's dtype --------------------------
   peak = run_process("benchmarks.roofline", [
       "--n", str(args.matmul_size), "--dtype", args.dtype, "--precision", args.precision],
                      env=env, timeout=args.timeout)[0]
   if "error" in peak:
     print(f"roofline failed: {peak['error']}", file=sys.stderr)
-    return 1
+    return None, []
   print(f"# {args.dtype} matmul peak: {peak_text(peak)} ({peak['platform']}, "
         f"{peak['device_count']} device(s))", file=sys.stderr)
   devices_all = peak["device_count"] if peak["device_count"] > 1 else (
@@ -315,7 +392,8 @@ def main(argv=None) -> int:
                                                           peak["platform"]):
     pkg = PEERS.get(impl, (None, None, "jax"))[2]
     samples = args.samples or SLOW_SAMPLES.get((impl, model), DEFAULT_SAMPLES[model])
-    samples, skip = plan_samples(results, impl, model, bs, samples, args.reps, args.budget)
+    samples, skip = plan_samples(done + results, impl, model, bs, samples, args.reps,
+                                 args.budget)
     if importlib.util.find_spec(pkg) is None:
       rec = {"error": f"{pkg} is not installed (pip install -e '.[bench]')"}
     elif skip:
@@ -330,6 +408,31 @@ def main(argv=None) -> int:
     results.append(rec)
     status = rec.get("error") or f"{rec['train']['samples_per_s']:,.0f} samples/s"
     print(f"# {model:5} b{bs:<5} {impl:14} {status}", file=sys.stderr, flush=True)
+  return peak, results
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  started, load_start = time.time(), os.getloadavg()
+  env = {**os.environ, **common.thread_env(args.threads, args.omp_passive)}
+  env.setdefault("JAX_PLATFORMS", "")
+  env["PYTHONWARNINGS"] = "ignore"
+  print(f"# threads per implementation: {args.threads}", file=sys.stderr)
+
+  rounds = []
+  for rnd in range(args.rounds):
+    if args.rounds > 1:
+      print(f"# round {rnd + 1} of {args.rounds}", file=sys.stderr, flush=True)
+    done = [rec for r in rounds for rec in r["results"]]
+    peak, results = run_round(args, env, done)
+    if peak is None:
+      return 1
+    rounds.append({"peak": peak, "results": results})
+  if args.rounds > 1:
+    results = combine_rounds(rounds)
+    peaks = [r["peak"] for r in rounds]
+    peak = {**sorted(peaks, key=lambda p: p["peak_gflops"])[(len(peaks) - 1) // 2],
+            "round_peaks": [p["peak_gflops"] for p in peaks]}
 
   # --- Report -----------------------------------------------------------------------
   add_ratios(results, peak["peak_gflops"])
@@ -342,10 +445,17 @@ def main(argv=None) -> int:
             f"{m} {common.train_flops_per_sample(common.model_macs(m)) / 1e6:.1f} M"
             for m in args.models) + ".")
   print()
-  print("| acceptance (issue 6) | need | value | holds |\n|---|---|---|---|")
+  if args.rounds > 1:
+    print(f"Median of {args.rounds} rounds: each row is its median round; ratios and "
+          "roofline percentages are medians of those within each round (peaks "
+          + ", ".join(f"{g:,.0f}" for g in peak["round_peaks"]) + " GFLOP/s).")
+    print()
+  print("| acceptance (issue 6) | need | value | per round | holds |\n|---|---|---|---|---|")
   for c in checks:
     holds = "not measured" if c["value"] is None else "yes" if c["holds"] else "no"
-    print(f"| {c['figure']} | {c['need']} | {_fmt(c['value'], '.2f')} | {holds} |")
+    per_round = ", ".join(_fmt(x, ".2f") for x in c["rounds"] or [])
+    print(f"| {c['figure']} | {c['need']} | {_fmt(c['value'], '.2f')} | {per_round or '–'} "
+          f"| {holds} |")
   meta = {
       "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
       "command": " ".join(["python -m benchmarks.throughput", *(argv or sys.argv[1:])]),
@@ -353,7 +463,7 @@ def main(argv=None) -> int:
       "platform": peak["platform"], "device_kind": peak.get("device_kind"),
       "dtype": args.dtype, "precision": args.precision,
       "python": platform.python_version(), "versions": _versions(results, peak),
-      "seconds": time.time() - started, "reps": args.reps,
+      "seconds": time.time() - started, "reps": args.reps, "rounds": args.rounds,
       "baseline": BASELINE, "git": git_state(),
       "loadavg_1_5_15_start": load_start, "loadavg_1_5_15_end": os.getloadavg(),
   }

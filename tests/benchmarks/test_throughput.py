@@ -104,6 +104,46 @@ def test_report_ratios_table_and_acceptance():
   assert checks["dense b256: flaxae fused-epoch compile s"]["holds"]
 
 
+def test_rounds_pair_each_ratio_within_its_round():
+  def rec(impl, sps, reps=(1.0,)):
+    t = common.summarize([1.0 / sps * r for r in reps], 1)
+    return {"impl": impl, "arch": "dense", "batch_size": 256, "devices": 1, "train": t,
+            "compile_s": 1.0, "peak_rss_mb": 100.0, "loss": 0.69, "all_devices": False}
+
+  # The machine slows by half in round 2 and recovers in round 3: each round's
+  # ratio is 1.5, while the medians of the rows (90k against 40k) would say 2.25.
+  failed = {"impl": "keras-tf", "arch": "dense", "batch_size": 256, "error": "boom"}
+  rounds = [
+      {"peak": {"peak_gflops": 400.0}, "results": [rec("flaxae-mkl", 90_000, (0.9, 1.0, 1.1)),
+                                                   rec("pytorch", 60_000)]},
+      {"peak": {"peak_gflops": 200.0}, "results": [rec("flaxae-mkl", 45_000),
+                                                   rec("pytorch", 30_000)]},
+      {"peak": {"peak_gflops": 300.0}, "results": [rec("flaxae-mkl", 60_000),
+                                                   rec("pytorch", 40_000), failed]},
+  ]
+  rows = throughput.combine_rounds(rounds)
+  assert [r["impl"] for r in rows] == ["flaxae-mkl", "pytorch"]  # Round 1's jobs.
+  mkl, torch_row = rows
+  assert mkl["rounds"] == pytest.approx([90_000, 45_000, 60_000])
+  assert mkl["round_peaks"] == [400.0, 200.0, 300.0]
+  assert mkl["train"]["samples_per_s"] == pytest.approx(60_000)  # The median round's record.
+  assert mkl["train"]["samples_per_s_max"] == pytest.approx(100_000)  # Over every round.
+  assert mkl["train"]["samples_per_s_min"] == pytest.approx(45_000)
+  throughput.add_ratios(rows, peak_gflops=300.0)
+  assert mkl["round_ratios"] == pytest.approx([1.5, 1.5, 1.5])
+  assert mkl["ratio_to_pytorch"] == pytest.approx(1.5)
+  flops = common.train_flops_per_sample(common.model_macs("dense"))
+  pcts = [100 * s * flops / 1e9 / p for s, p in [(90_000, 400), (45_000, 200), (60_000, 300)]]
+  assert mkl["round_roofline_pcts"] == pytest.approx(pcts)
+  assert mkl["roofline_pct"] == pytest.approx(sorted(pcts)[1])
+  check = {c["figure"]: c for c in throughput.acceptance(rows)}["dense b256: flaxae-mkl / pytorch"]
+  assert check["value"] == pytest.approx(1.5) and check["holds"]
+  assert check["rounds"] == pytest.approx([1.5, 1.5, 1.5])
+  # A job that failed in every round keeps its error.
+  assert throughput.combine_rounds([{"peak": {"peak_gflops": 1.0}, "results": [failed]}] * 2
+                                   ) == [failed]
+
+
 def test_slow_jobs_get_fewer_examples_or_are_skipped():
   done = [{"impl": "keras-jax", "arch": "conv", "batch_size": 64, "all_devices": False,
            "train": {"samples_per_s": 100.0}}]
@@ -128,13 +168,13 @@ def _env():
   return {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_throughput_program_end_to_end(tmp_path, dtype):
+@pytest.mark.parametrize("dtype,rounds", [("float32", 2), ("bfloat16", 1)])
+def test_throughput_program_end_to_end(tmp_path, dtype, rounds):
   out = tmp_path / "t.json"
   proc = subprocess.run(
       [sys.executable, "-m", "benchmarks.throughput", "--models", "dense",
        "--impls", "flaxae", "--batch-sizes", "16", "--samples", "64", "--reps", "1",
-       "--matmul-size", "256", "--dtype", dtype, "--out", str(out)],
+       "--matmul-size", "256", "--dtype", dtype, "--rounds", str(rounds), "--out", str(out)],
       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120, check=False)
   assert proc.returncode == 0, proc.stderr
   assert "| dense | 16 | flaxae | 1 |" in proc.stdout
@@ -153,6 +193,8 @@ def test_throughput_program_end_to_end(tmp_path, dtype):
   (row,) = report["results"]
   assert row["dtype"] == dtype and row["precision"] == "float32"
   assert row["roofline_pct"] > 0 and row["ratio_to_pytorch"] is None
+  assert report["meta"]["rounds"] == rounds
+  assert len(row.get("rounds", [None])) == rounds  # Each round's figure, when several.
 
 
 def test_matmul_precision_is_checked_and_set_on_accelerators_only():
