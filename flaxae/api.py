@@ -30,33 +30,50 @@ def _apply(model, variables, x, method):
   return model.apply(variables, x, method=method)
 
 
-def _images_of(x: np.ndarray, feature_shape: tuple[int, ...]) -> np.ndarray:
-  """Checks and converts inputs to float32 ``(N, *feature_shape)`` in [0, 1]."""
+def _numbers(x, what: str, scale_bytes: bool) -> np.ndarray:
+  """``x`` as float32 (uint8 divided by 255 if ``scale_bytes``), or a DataError
+  for non-numbers."""
   x = np.asarray(x)
-  if x.dtype == np.uint8:
-    x = x.astype(np.float32) / 255.0
-  elif np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer):
-    x = x.astype(np.float32)
-  else:
-    raise DataError(f"inputs must be numbers (uint8 or float), got dtype {x.dtype}")
-  size = int(np.prod(feature_shape))
-  if x.shape[1:] == tuple(feature_shape):
+  if x.dtype == np.uint8 and scale_bytes:
+    return x.astype(np.float32) / 255.0
+  if np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer):
+    return x.astype(np.float32)
+  raise DataError(f"{what} must be numbers (uint8 or float), got dtype {x.dtype}")
+
+
+def _examples(x: np.ndarray, shape: tuple[int, ...], what: str, model_takes: str
+              ) -> np.ndarray:
+  """``x`` as ``(N, *shape)``: a batch of that shape, a batch of flattened
+  examples, or one example (then N = 1); finite, or a DataError."""
+  shape = tuple(shape)
+  size = int(np.prod(shape))
+  if x.shape[1:] == shape:
     pass
   elif x.ndim >= 2 and int(np.prod(x.shape[1:])) == size:
-    x = x.reshape(len(x), *feature_shape)
+    x = x.reshape(len(x), *shape)
   elif x.ndim >= 1 and x.size == size:
-    x = x.reshape(1, *feature_shape)
+    x = x.reshape(1, *shape)
   else:
-    raise ShapeError(
-        f"inputs of shape {x.shape} do not fit this model, which takes examples "
-        f"of shape {tuple(feature_shape)} ({size} values each)")
+    raise ShapeError(f"{what} of shape {x.shape} do not fit this model, which {model_takes} "
+                     f"of shape {shape} ({size} values each)")
   if not np.all(np.isfinite(x)):
-    raise DataError("inputs contain NaN or Inf")
+    raise DataError(f"{what} contain NaN or Inf")
+  return x
+
+
+def _images_of(x: np.ndarray, feature_shape: tuple[int, ...]) -> np.ndarray:
+  """Checks and converts inputs to float32 ``(N, *feature_shape)`` in [0, 1]."""
+  x = _examples(_numbers(x, "inputs", True), feature_shape, "inputs", "takes examples")
   if x.min(initial=0.0) < 0.0 or x.max(initial=0.0) > 1.0:
     raise DataError(
         f"float inputs must be in [0, 1], got values in "
         f"[{x.min():.3g}, {x.max():.3g}]; scale them (uint8 is divided by 255)")
   return x
+
+
+def _codes_of(z: np.ndarray, code_shape: tuple[int, ...]) -> np.ndarray:
+  """Checks and converts codes to float32 ``(N, *code_shape)``."""
+  return _examples(_numbers(z, "codes", False), code_shape, "codes", "decodes codes")
 
 
 @dataclasses.dataclass
@@ -86,19 +103,27 @@ class Run:
   def feature_shape(self) -> tuple[int, ...]:
     return tuple(self.model.feature_shape)
 
+  @property
+  def code_shape(self) -> tuple[int, ...]:
+    """The shape of one example's code (what :meth:`encode` returns per row)."""
+    return tuple(self.model.code_shape)
+
   def _batched(self, x: np.ndarray, method: str, batch_size: int = 1024) -> np.ndarray:
+    if not len(x):  # No examples: none out, in the shape the method gives.
+      out = jax.eval_shape(lambda v, x: self.model.apply(v, x, method=method),
+                           self.variables, jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype))
+      return np.zeros((0, *out.shape[1:]), out.dtype)
     out = [np.asarray(_apply(self.model, self.variables, x[i:i + batch_size], method))
            for i in range(0, len(x), batch_size)]
-    return np.concatenate(out) if out else np.zeros((0,), np.float32)
+    return np.concatenate(out)
 
   def encode(self, x: np.ndarray) -> np.ndarray:
     """Codes of images ``x`` (uint8, or float in [0, 1])."""
     return self._batched(_images_of(x, self.feature_shape), "encode")
 
   def decode(self, z: np.ndarray) -> np.ndarray:
-    """Images in [0, 1] decoded from codes ``z``."""
-    z = np.asarray(z, np.float32)
-    logits = self._batched(z, "decode")
+    """Images in [0, 1] decoded from codes ``z`` (``(N, *code_shape)``, or one code)."""
+    logits = self._batched(_codes_of(z, self.code_shape), "decode")
     return np.asarray(jax.nn.sigmoid(logits))
 
   def reconstruct(self, x: np.ndarray) -> np.ndarray:
@@ -121,6 +146,8 @@ class Run:
     from flaxae.train.step import eval_step, summarize_eval
 
     x = _images_of(x, self.feature_shape)
+    if not len(x):
+      raise DataError("no examples to evaluate")
     cfg = self.config.model
     mesh = parallel.make_mesh(1)
     eval_jit = parallel.make_eval(functools.partial(

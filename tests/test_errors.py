@@ -36,6 +36,7 @@ def work(tmp_path_factory) -> Path:
   np.save(root / "inf.npy", inf)
   np.save(root / "range.npy", np.full((20, 8, 8), 255.0, np.float32))
   np.save(root / "empty.npy", np.zeros((0, 8), np.float32))
+  np.save(root / "no_images.npy", np.zeros((0, 8, 8), np.uint8))
   np.save(root / "small.npy", np.random.default_rng(0).random((20, 8, 8), np.float32))
   (root / "trunc").mkdir()
   write_idx(root / "trunc" / "t10k-images-idx3-ubyte.gz", np.zeros((50, 8, 8), np.uint8))
@@ -153,6 +154,8 @@ CASES += [
                              "--step=0"], ConfigError, "step must be positive"),
     ("compress: wrong width", ["compress", "{w}/good", "{w}/vec2d.npy", "-o", "{w}/n.fxae"],
      ShapeError, "do not fit this model"),
+    ("compress: no examples", ["compress", "{w}/good", "{w}/no_images.npy", "-o",
+                               "{w}/n.fxae"], DataError, "no examples to compress"),
     ("detect: wrong width", ["detect", "{w}/good", "{w}/vec2d.npy"], ShapeError,
      "do not fit this detector"),
     ("detect: output not csv or npy", ["detect", "{w}/good", "{w}/x8.npy", "-o", "{w}/d.txt"],
@@ -247,6 +250,17 @@ def test_api_wrong_width_to_a_fitted_model(work):
     run.encode(np.zeros((3, 10), np.float32))
   with pytest.raises(DataError, match="NaN"):
     run.reconstruct(np.full((2, 64), np.nan, np.float32))
+  # Codes are checked against the model's code shape as inputs are against its images.
+  assert run.code_shape == (4,)
+  with pytest.raises(ShapeError, match=r"codes of shape \(2, 5\) do not fit this model, "
+                                       r"which decodes codes of shape \(4,\)"):
+    run.decode(np.zeros((2, 5), np.float32))
+  with pytest.raises(DataError, match="codes contain NaN"):
+    run.decode(np.full((2, 4), np.inf, np.float32))
+  with pytest.raises(DataError, match="codes must be numbers"):
+    run.decode(np.array([["a", "b", "c", "d"]]))
+  with pytest.raises(DataError, match="no examples to evaluate"):
+    run.evaluate(np.zeros((0, 8, 8, 1), np.float32))
 
 
 def test_good_run_is_untouched_by_the_corpus(work):

@@ -85,7 +85,9 @@ def get_codec(run: Run, step: float) -> Codec:
 def _num_examples(shape: tuple[int, ...], feature_shape: tuple[int, ...]) -> int:
   size = math.prod(feature_shape)
   total = math.prod(shape)
-  if size == 0 or total % size or total == 0:
+  if total == 0:
+    raise DataError(f"no examples to compress (an input of shape {shape})")
+  if size == 0 or total % size:
     raise ShapeError(
         f"inputs of shape {shape} do not fit this model, which takes examples of "
         f"shape {feature_shape} ({size} values each)")

@@ -12,6 +12,7 @@ against the labels by NMI and ARI.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import warnings
@@ -35,7 +36,7 @@ def _one_thread():
 def embed(run: Run, x: np.ndarray) -> np.ndarray:
   """Codes ``(N, D)`` float32 of examples ``x`` (a spatial code is flattened)."""
   z = run.encode(x)
-  return z.reshape(len(z), -1)
+  return z.reshape(len(z), math.prod(z.shape[1:]))  # (-1 is undefined for no examples.)
 
 
 def embed_file(run: Run | str | os.PathLike, input_path: str | os.PathLike,

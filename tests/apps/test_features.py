@@ -15,6 +15,8 @@ def test_embed_is_the_flat_code(digits_run, digits):
   z = features.embed(digits_run, digits.test_x)
   assert z.shape == (len(digits.test_x), 8) and z.dtype == np.float32
   np.testing.assert_array_equal(z, digits_run.encode(digits.test_x))
+  # No examples: no rows, of the code's width.
+  assert features.embed(digits_run, digits.test_x[:0]).shape == (0, 8)
 
 
 def test_probe_beats_chance_and_reports_every_row(digits_run, digits):

@@ -80,6 +80,15 @@ def test_load_gives_the_trained_model(full_run):
   # Flattened and uint8 inputs are accepted too.
   np.testing.assert_allclose(run.encode((x * 255).astype(np.uint8).reshape(5, 64)),
                              run.encode(np.floor(x * 255) / 255), atol=1e-5)
+  # One example (image or code) is a batch of one; integer codes are not rescaled.
+  np.testing.assert_allclose(run.encode(x[0]), codes[:1], atol=1e-5)
+  np.testing.assert_allclose(run.decode(codes[0]), images[:1], atol=1e-5)
+  np.testing.assert_allclose(run.decode(np.ones((1, 8), np.uint8)),
+                             run.decode(np.ones((1, 8), np.float32)))
+  # No examples in, none out, in the shape of many.
+  assert run.encode(np.zeros((0, 64), np.float32)).shape == (0, 8)
+  assert run.decode(np.zeros((0, 8), np.float32)).shape == (0, 8, 8, 1)
+  assert run.reconstruct(np.zeros((0, 8, 8, 1), np.uint8)).shape == (0, 8, 8, 1)
 
 
 def test_same_seed_same_bits(full_run, tmp_path):
