@@ -44,7 +44,8 @@ def _numbers(x, what: str, scale_bytes: bool) -> np.ndarray:
 def _examples(x: np.ndarray, shape: tuple[int, ...], what: str, model_takes: str
               ) -> np.ndarray:
   """``x`` as ``(N, *shape)``: a batch of that shape, a batch of flattened
-  examples, or one example (then N = 1); finite, or a DataError."""
+  examples, or one example (then N = 1). A ShapeError when it is none of
+  these, a DataError when it holds NaN or Inf."""
   shape = tuple(shape)
   size = int(np.prod(shape))
   if x.shape[1:] == shape:
