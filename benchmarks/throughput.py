@@ -14,7 +14,7 @@ eager and the roofline percentage of each row.
 ``--rounds R`` runs the whole sequence (the matmul peak, then every job) R
 times over. A row then reports the round whose median is the median of the
 rounds', its ratio to PyTorch is the median of the R ratios each taken within
-one round (PyTorch measured minutes, not an hour, from the row), and its
+one round (both sides measured minutes apart), and its
 roofline percentage the median of each round's against that round's peak: a
 machine whose speed drifts between rounds moves both sides of a ratio alike.
 """
@@ -148,8 +148,9 @@ def plan_samples(results: list[dict[str, Any]], impl: str, model: str, bs: int,
                  samples: int, reps: int, budget_s: float) -> tuple[int, str | None]:
   """Examples per repetition for one job, and a reason to skip it (or None).
 
-  An implementation's throughput at the previous batch size predicts this
-  job's time; a job predicted to take longer than ``budget_s`` gets fewer
+  An implementation's throughput at this batch size in an earlier round, else
+  at the previous batch size, predicts this job's time; a job predicted to
+  take longer than ``budget_s`` gets fewer
   examples per repetition (at least one batch), or is skipped when even one
   batch per repetition would take over twice the budget.
   """
@@ -159,7 +160,8 @@ def plan_samples(results: list[dict[str, Any]], impl: str, model: str, bs: int,
           and r.get("all_devices", False) == all_devices and "train" in r]
   if not prev:
     return samples, None
-  sps = prev[-1]["train"]["samples_per_s"]
+  same = [r for r in prev if r.get("batch_size") == bs]
+  sps = (same or prev)[-1]["train"]["samples_per_s"]
   runs = reps + 1  # The first (compiling) call runs an epoch too.
   if runs * samples / sps <= budget_s:
     return samples, None

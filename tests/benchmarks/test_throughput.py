@@ -152,6 +152,10 @@ def test_slow_jobs_get_fewer_examples_or_are_skipped():
   assert throughput.plan_samples(done, "keras-jax", "conv", 256, 2048, 5, 60) == (768, None)
   samples, skip = throughput.plan_samples(done, "keras-jax", "conv", 4096, 2048, 5, 60)
   assert samples == 4096 and skip.startswith("skipped")
+  # An earlier round's figure at the same batch size comes first: 1000/s at 256.
+  again = [*done, {**done[0], "batch_size": 256, "train": {"samples_per_s": 1000.0}},
+           {**done[0], "batch_size": 4096}]
+  assert throughput.plan_samples(again, "keras-jax", "conv", 256, 2048, 5, 60) == (2048, None)
   # No earlier figure for this implementation (or for flaxae on all devices).
   assert throughput.plan_samples(done, "flaxae-all", "conv", 256, 2048, 5, 1) == (2048, None)
 
