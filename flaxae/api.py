@@ -159,6 +159,19 @@ class Run:
                              self.config.train.eval_batch_size, 1,
                              functools.partial(summarize_eval, cfg=cfg))
 
+  def evaluate_each(self, x: np.ndarray, noise: str | None = None) -> dict[str, Any]:
+    """:meth:`evaluate` for every model of a run of ``train.num_seeds`` models:
+    each figure's mean over the models, with ``<name>_std`` and
+    ``<name>_per_seed`` (as training reports its test figures); for a run of
+    one model, :meth:`evaluate` itself."""
+    # pylint: disable-next=import-outside-toplevel
+    from flaxae.train.loop import across_seeds, each_seed_variables
+    if self.state is None or self.state.step.ndim == 0:
+      return self.evaluate(x, noise)
+    each = [dataclasses.replace(self, variables=v).evaluate(x, noise)
+            for v in each_seed_variables(self.state)]
+    return across_seeds({k: [figures[k] for figures in each] for k in each[0]})
+
   def sample(self, n: int, seed: int = 0) -> np.ndarray:
     """``n`` images in [0, 1] generated from the prior (``vae`` runs only)."""
     # pylint: disable-next=import-outside-toplevel

@@ -65,7 +65,8 @@ def train(cfg: Annotated[Config, tyro.conf.arg(name=""), tyro.conf.FlagConversio
 
 
 def evaluate(run_dir: tyro.conf.Positional[str], json_out: str = "",
-             overwrite: bool = False, noise: str | None = None) -> None:
+             overwrite: bool = False, noise: str | None = None,
+             seed_index: int | None = None) -> None:
   """Evaluate a run on its test set: loss, BCE, MSE, PSNR and its kind's figures.
 
   Args:
@@ -75,6 +76,9 @@ def evaluate(run_dir: tyro.conf.Positional[str], json_out: str = "",
     noise: Also report the PSNR of the test images corrupted so
       (gaussian:0.5, mask:0.5, salt_pepper:0.1) and of their reconstructions;
       a denoising run uses its own corruption unless told (none: no noise).
+    seed_index: In a run of several seeds' models, evaluate only this one;
+      by default every model: each figure's mean, its ``_std`` and (in
+      ``json_out``) its ``_per_seed`` values.
   """
   # pylint: disable=import-outside-toplevel
   from flaxae import io
@@ -82,13 +86,17 @@ def evaluate(run_dir: tyro.conf.Positional[str], json_out: str = "",
   from flaxae.data import load_dataset
   if json_out:
     io.check_output(json_out, overwrite)
-  run = load(run_dir)
-  figures = run.evaluate(load_dataset(run.config.data).test_x,
-                         noise=noise)
+  run = load(run_dir, seed_index=0 if seed_index is None else seed_index)
+  test_x = load_dataset(run.config.data).test_x
+  if seed_index is None:
+    figures = run.evaluate_each(test_x, noise=noise)
+  else:
+    figures = run.evaluate(test_x, noise=noise)
   if json_out:
     io.write_json(json_out, figures, overwrite)
-  width = max(map(len, figures))
-  for k, v in figures.items():
+  shown = {k: v for k, v in figures.items() if not isinstance(v, list)}
+  width = max(map(len, shown))
+  for k, v in shown.items():
     print(f"{k:<{width}}  {v:.6f}")
 
 

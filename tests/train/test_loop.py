@@ -85,6 +85,7 @@ def test_load_gives_the_trained_model(full_run):
   np.testing.assert_allclose(run.decode(codes[0]), images[:1], atol=1e-5)
   np.testing.assert_allclose(run.decode(np.ones((1, 8), np.uint8)),
                              run.decode(np.ones((1, 8), np.float32)))
+  assert run.evaluate_each(x) == run.evaluate(x)  # One model: its own figures.
   # No examples in, none out, in the shape of many.
   assert run.encode(np.zeros((0, 64), np.float32)).shape == (0, 8)
   assert run.decode(np.zeros((0, 8), np.float32)).shape == (0, 8, 8, 1)

@@ -1,6 +1,7 @@
 """Many seeds in one compiled program equal the same seeds trained one by one."""
 
 import dataclasses
+import json
 
 import jax
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import flaxae
+from flaxae import cli
 from flaxae.config import CheckpointConfig, Config, DataConfig, ModelConfig, TrainConfig
 from flaxae.train.loop import each_seed_variables, seed_variables, train_and_evaluate
 
@@ -52,6 +54,24 @@ def test_resume_of_many_seeds_is_bit_identical(together, tmp_path):
   resumed = train_and_evaluate(cfg, progress=False)
   np.testing.assert_array_equal(resumed.state.params["encoder"]["code"]["kernel"],
                                 together.state.params["encoder"]["code"]["kernel"])
+
+
+def test_evaluate_each_reports_every_model(together, tmp_path, capsys):
+  x = np.random.default_rng(0).random((20, 8, 8, 1)).astype(np.float32)
+  figures = flaxae.load(together.dir).evaluate_each(x)
+  alone = [flaxae.load(together.dir, seed_index=i).evaluate(x) for i in range(3)]
+  per_seed = [f["mse"] for f in alone]
+  np.testing.assert_allclose(figures["mse_per_seed"], per_seed, rtol=1e-6)
+  np.testing.assert_allclose(figures["mse"], np.mean(per_seed), rtol=1e-6)
+  np.testing.assert_allclose(figures["mse_std"], np.std(per_seed), rtol=1e-6)
+  # The CLI evaluates every model unless told one; the JSON keeps each one's figure.
+  assert cli.main(["eval", str(together.dir), f"--json_out={tmp_path / 'all.json'}"]) == 0
+  assert "mse_std" in capsys.readouterr().out
+  assert len(json.loads((tmp_path / "all.json").read_text())["mse_per_seed"]) == 3
+  assert cli.main(["eval", str(together.dir), "--seed_index=1",
+                   f"--json_out={tmp_path / 'one.json'}"]) == 0
+  one = json.loads((tmp_path / "one.json").read_text())
+  assert "mse_std" not in one and "mse" in one
 
 
 def test_seed_index_out_of_range(together):
