@@ -151,7 +151,7 @@ _Output = Annotated[str, tyro.conf.arg(aliases=("-o",), metavar="FILE")]
 def compress(run_dir: _RunDir,
              input_path: Annotated[str, tyro.conf.arg(metavar="INPUT"), tyro.conf.Positional],
              output: _Output, step: float = 0.5, overwrite: bool = False,
-             json_out: str = "") -> None:
+             json_out: str = "", seed_index: int = 0) -> None:
   """Compress images (.npy, .npz or IDX) to a binary file with a trained run.
 
   Prints the file's bits per pixel, compression ratio against raw uint8,
@@ -164,13 +164,15 @@ def compress(run_dir: _RunDir,
     step: Quantisation step of the codes (smaller: more bits, better images).
     overwrite: Replace ``output`` (and ``json_out``) if it exists.
     json_out: Also write the report to this JSON file.
+    seed_index: Which model of a run of several seeds (train.num_seeds) to use.
   """
   # pylint: disable=import-outside-toplevel
   from flaxae import io
   from flaxae.apps import compress as compress_lib
   if json_out:
     io.check_output(json_out, overwrite)
-  report = compress_lib.compress_file(run_dir, input_path, output, step, overwrite)
+  report = compress_lib.compress_file(run_dir, input_path, output, step, overwrite,
+                                      seed_index)
   if json_out:
     io.write_json(json_out, report.as_dict(), overwrite)
   print(f"wrote {output}: {report.file_bytes} bytes for {report.examples} examples, "
@@ -180,7 +182,7 @@ def compress(run_dir: _RunDir,
 
 def decompress(run_dir: _RunDir,
                file: Annotated[str, tyro.conf.arg(metavar="FILE"), tyro.conf.Positional],
-               output: _Output, overwrite: bool = False) -> None:
+               output: _Output, overwrite: bool = False, seed_index: int = 0) -> None:
   """Restore the images of a file made by ``flaxae compress`` with the same run.
 
   Args:
@@ -188,9 +190,10 @@ def decompress(run_dir: _RunDir,
     file: The compressed file.
     output: The images to write: FILE.npy, or FILE.idx / FILE-ubyte[.gz] for IDX.
     overwrite: Replace ``output`` if it exists.
+    seed_index: Which model of a run of several seeds (train.num_seeds) to use.
   """
   from flaxae.apps import compress as compress_lib  # pylint: disable=import-outside-toplevel
-  out = compress_lib.decompress_file(run_dir, file, output, overwrite)
+  out = compress_lib.decompress_file(run_dir, file, output, overwrite, seed_index)
   print(f"wrote {output}: {out.dtype} array of shape {out.shape}")
 
 
@@ -203,7 +206,7 @@ def detect(run_dir: _RunDir,
            output: Annotated[str, tyro.conf.arg(aliases=("-o",), metavar="FILE")] = "",
            contamination: float = 0.1, threshold: float | None = None,
            metric: typing.Literal["mse", "l1", "bce"] = "mse",
-           overwrite: bool = False) -> None:
+           overwrite: bool = False, seed_index: int = 0) -> None:
   """Score examples by reconstruction error and flag the outliers.
 
   Without ``-o``, prints ``index,score,outlier`` rows (1: outlier) and a
@@ -218,13 +221,14 @@ def detect(run_dir: _RunDir,
       ``contamination``).
     metric: The per-example reconstruction error.
     overwrite: Replace ``output`` if it exists.
+    seed_index: Which model of a run of several seeds (train.num_seeds) to use.
   """
   # pylint: disable=import-outside-toplevel
   from flaxae.apps import anomaly, arrays
   if output:
     anomaly.check_detection_output(output, overwrite)
   found = anomaly.detect(run_dir, arrays.read_array(input_path), contamination,
-                         threshold, metric)
+                         threshold, metric, seed_index)
   summary = (f"{int(found.outliers.sum())} of {len(found.scores)} examples are outliers "
              f"({metric} above {found.threshold:.6g})")
   if output:
@@ -242,7 +246,7 @@ COMMANDS["detect"] = detect
 
 def embed(run_dir: _RunDir,
           input_path: Annotated[str, tyro.conf.arg(metavar="INPUT"), tyro.conf.Positional],
-          output: _Output, overwrite: bool = False) -> None:
+          output: _Output, overwrite: bool = False, seed_index: int = 0) -> None:
   """Write the codes of examples (.npy, .npz or IDX) to FILE.npy, one row each.
 
   Args:
@@ -250,9 +254,10 @@ def embed(run_dir: _RunDir,
     input_path: The examples: uint8, or float in [0, 1].
     output: The embeddings to write (N, code size), float32.
     overwrite: Replace ``output`` if it exists.
+    seed_index: Which model of a run of several seeds (train.num_seeds) to use.
   """
   from flaxae.apps import features  # pylint: disable=import-outside-toplevel
-  z = features.embed_file(run_dir, input_path, output, overwrite)
+  z = features.embed_file(run_dir, input_path, output, overwrite, seed_index)
   print(f"wrote {output}: {z.dtype} array of shape {z.shape}")
 
 

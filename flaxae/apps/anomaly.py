@@ -244,7 +244,7 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
   @classmethod
   def from_run(cls, run: Run | str | os.PathLike, X: Any = None,
                contamination: float = 0.1, metric: str = "mse",
-               threshold: float | None = None) -> AutoencoderDetector:
+               threshold: float | None = None, seed_index: int = 0) -> AutoencoderDetector:
     """A fitted detector from an already trained run.
 
     Args:
@@ -255,8 +255,9 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
       metric: The per-example error.
       threshold: Use this threshold instead (``X`` and ``contamination`` unused;
         ``decision_scores_`` and ``labels_`` are then not set).
+      seed_index: Which model of a run directory of several seeds.
     """
-    run = run if isinstance(run, Run) else load(run)
+    run = run if isinstance(run, Run) else load(run, seed_index=seed_index)
     det = cls(model=run.config.model, train=run.config.train, contamination=contamination,
               metric=metric, preprocessing="none")
     det._check_params()  # pylint: disable=protected-access
@@ -337,11 +338,13 @@ class Detection:
 
 
 def detect(run: Run | str | os.PathLike, x: Any, contamination: float = 0.1,
-           threshold: float | None = None, metric: str = "mse") -> Detection:
-  """Scores ``x`` with a trained run; the threshold is ``threshold`` if given, else
-  the ``1 - contamination`` quantile of the scores of the run's training set."""
+           threshold: float | None = None, metric: str = "mse",
+           seed_index: int = 0) -> Detection:
+  """Scores ``x`` with a trained run (of a run directory of several seeds, model
+  ``seed_index``); the threshold is ``threshold`` if given, else the
+  ``1 - contamination`` quantile of the scores of the run's training set."""
   det = AutoencoderDetector.from_run(run, contamination=contamination, metric=metric,
-                                     threshold=threshold)
+                                     threshold=threshold, seed_index=seed_index)
   scores = det.anomaly_score(x)
   return Detection(scores, (scores > det.threshold_).astype(np.int64), det.threshold_)
 

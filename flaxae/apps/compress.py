@@ -248,19 +248,20 @@ def report(run: Run, x: np.ndarray, blob: bytes,
       ssim=ssim(as_unit(x), as_unit(restored), run.feature_shape), step=header.step)
 
 
-def _run(run: Run | str | os.PathLike) -> Run:
-  return run if isinstance(run, Run) else load(run)
+def _run(run: Run | str | os.PathLike, seed_index: int) -> Run:
+  return run if isinstance(run, Run) else load(run, seed_index=seed_index)
 
 
 def compress_file(run: Run | str | os.PathLike, input_path: str | os.PathLike,
                   output_path: str | os.PathLike, step: float = DEFAULT_STEP,
-                  overwrite: bool = False) -> Report:
+                  overwrite: bool = False, seed_index: int = 0) -> Report:
   """Compresses the images in ``input_path`` (``.npy``, ``.npz``, IDX) to
-  ``output_path``, atomically; returns the report of what was written."""
+  ``output_path``, atomically; returns the report of what was written.
+  ``seed_index``: which model of a run directory of several seeds."""
   io.check_output(output_path, overwrite)
   step = check_step(step)
   x = arrays.read_array(input_path)
-  run = _run(run)
+  run = _run(run, seed_index)
   blob = compress(run, x, step)
   rep = report(run, x, blob)
   io.write_bytes(output_path, blob, overwrite)
@@ -268,14 +269,16 @@ def compress_file(run: Run | str | os.PathLike, input_path: str | os.PathLike,
 
 
 def decompress_file(run: Run | str | os.PathLike, input_path: str | os.PathLike,
-                    output_path: str | os.PathLike, overwrite: bool = False) -> np.ndarray:
-  """Restores a compressed file to ``output_path`` (``.npy`` or IDX), atomically."""
+                    output_path: str | os.PathLike, overwrite: bool = False,
+                    seed_index: int = 0) -> np.ndarray:
+  """Restores a compressed file to ``output_path`` (``.npy`` or IDX), atomically.
+  ``seed_index``: which model of a run directory of several seeds."""
   arrays.check_array_output(output_path, overwrite)
   path = Path(input_path)
   if not path.is_file():
     raise DataError(f"compressed file {path} does not exist")
   blob = path.read_bytes()
   read_header(blob, str(path))  # Format errors before loading the run.
-  out = decompress(_run(run), blob, name=str(path))
+  out = decompress(_run(run, seed_index), blob, name=str(path))
   arrays.write_array(output_path, out, overwrite)
   return out

@@ -40,11 +40,13 @@ def embed(run: Run, x: np.ndarray) -> np.ndarray:
 
 
 def embed_file(run: Run | str | os.PathLike, input_path: str | os.PathLike,
-               output_path: str | os.PathLike, overwrite: bool = False) -> np.ndarray:
-  """Writes the codes of the examples in ``input_path`` to ``output_path`` (.npy)."""
+               output_path: str | os.PathLike, overwrite: bool = False,
+               seed_index: int = 0) -> np.ndarray:
+  """Writes the codes of the examples in ``input_path`` to ``output_path`` (.npy);
+  ``seed_index``: which model of a run directory of several seeds."""
   arrays.check_array_output(output_path, overwrite)
   x = arrays.read_array(input_path)
-  run = run if isinstance(run, Run) else load(run)
+  run = run if isinstance(run, Run) else load(run, seed_index=seed_index)
   z = embed(run, x)
   arrays.write_array(output_path, z, overwrite)
   return z

@@ -74,6 +74,33 @@ def test_evaluate_each_reports_every_model(together, tmp_path, capsys):
   assert "mse_std" not in one and "mse" in one
 
 
+def test_apps_take_a_seed_index(together, tmp_path, capsys):
+  x = (np.random.default_rng(0).random((6, 8, 8)) * 255).astype(np.uint8)
+  np.save(tmp_path / "x.npy", x)
+  w = str(tmp_path)
+  second = flaxae.load(together.dir, seed_index=1)
+  assert cli.main(["embed", str(together.dir), f"{w}/x.npy", "-o", f"{w}/z.npy",
+                   "--seed_index=1"]) == 0
+  np.testing.assert_array_equal(np.load(tmp_path / "z.npy"), second.encode(x))
+  # A file compressed with model 1 decompresses with model 1, and only with it.
+  assert cli.main(["compress", str(together.dir), f"{w}/x.npy", "-o", f"{w}/c.fxae",
+                   "--seed_index=1"]) == 0
+  assert cli.main(["decompress", str(together.dir), f"{w}/c.fxae", "-o", f"{w}/y.npy",
+                   "--seed_index=1"]) == 0
+  assert np.load(tmp_path / "y.npy").shape == x.shape
+  assert cli.main(["decompress", str(together.dir), f"{w}/c.fxae", "-o", f"{w}/y0.npy"]) == 2
+  assert "other weights" in capsys.readouterr().err
+  assert cli.main(["detect", str(together.dir), f"{w}/x.npy", "-o", f"{w}/d.npy",
+                   "--seed_index=2", "--metric=mse"]) == 0
+  scores = np.load(tmp_path / "d.npy")[:, 0]
+  mine = flaxae.load(together.dir, seed_index=2).reconstruct(x)
+  np.testing.assert_allclose(scores, ((mine - x[..., None] / 255.0) ** 2).mean(axis=(1, 2, 3)),
+                             rtol=1e-5)
+  assert cli.main(["embed", str(together.dir), f"{w}/x.npy", "-o", f"{w}/z3.npy",
+                   "--seed_index=3"]) == 2
+  assert "seed_index 3 is out of range" in capsys.readouterr().err
+
+
 def test_seed_index_out_of_range(together):
   with pytest.raises(flaxae.errors.ConfigError, match="seed_index 3 is out of range"):
     flaxae.load(together.dir, seed_index=3)
