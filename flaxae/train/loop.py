@@ -395,7 +395,8 @@ def each_seed_variables(state: TrainState) -> list[dict[str, Any]]:
 
 def across_seeds(figures: dict[str, Any]) -> dict[str, Any]:
   """Scalars stay; per-seed ``(S,)`` values become their mean, plus ``_std``
-  and the ``_per_seed`` list."""
+  (the sample standard deviation over the models, ``ddof=1``) and the
+  ``_per_seed`` list."""
   out = {}
   for k, v in figures.items():
     v = np.asarray(v, np.float64)
@@ -403,7 +404,7 @@ def across_seeds(figures: dict[str, Any]) -> dict[str, Any]:
       out[k] = float(v)
     else:
       out[k] = float(v.mean())
-      out[f"{k}_std"] = float(v.std())
+      out[f"{k}_std"] = float(v.std(ddof=1)) if v.size > 1 else 0.0
       out[f"{k}_per_seed"] = [float(x) for x in v]
   return out
 

@@ -44,7 +44,7 @@ def test_models_differ_and_figures_have_mean_and_std(together):
   per_seed = record["test/mse_per_seed"]
   assert len(per_seed) == 3
   np.testing.assert_allclose(record["test/mse"], np.mean(per_seed), rtol=1e-9)
-  np.testing.assert_allclose(record["test/mse_std"], np.std(per_seed), rtol=1e-9)
+  np.testing.assert_allclose(record["test/mse_std"], np.std(per_seed, ddof=1), rtol=1e-9)
   assert record["test/mse_std"] > 0
 
 
@@ -63,7 +63,7 @@ def test_evaluate_each_reports_every_model(together, tmp_path, capsys):
   per_seed = [f["mse"] for f in alone]
   np.testing.assert_allclose(figures["mse_per_seed"], per_seed, rtol=1e-6)
   np.testing.assert_allclose(figures["mse"], np.mean(per_seed), rtol=1e-6)
-  np.testing.assert_allclose(figures["mse_std"], np.std(per_seed), rtol=1e-6)
+  np.testing.assert_allclose(figures["mse_std"], np.std(per_seed, ddof=1), rtol=1e-6)
   # The CLI evaluates every model unless told one; the JSON keeps each one's figure.
   assert cli.main(["eval", str(together.dir), f"--json_out={tmp_path / 'all.json'}"]) == 0
   assert "mse_std" in capsys.readouterr().out
