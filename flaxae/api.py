@@ -14,7 +14,7 @@ import dataclasses
 import functools
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -141,6 +141,23 @@ class Run:
     ``salt_pepper:0.1``; default: a denoising model's own) also
     ``noisy_psnr`` and ``denoised_psnr``.
     """
+    return self._evaluator(x, noise)(self.variables)
+
+  def evaluate_each(self, x: np.ndarray, noise: str | None = None) -> dict[str, Any]:
+    """:meth:`evaluate` for every model of a run of ``train.num_seeds`` models:
+    each figure's mean over the models, with ``<name>_std`` and
+    ``<name>_per_seed`` (as training reports its test figures); for a run of
+    one model, :meth:`evaluate` itself."""
+    # pylint: disable-next=import-outside-toplevel
+    from flaxae.train.loop import across_seeds, each_seed_variables
+    if self.state is None or self.state.step.ndim == 0:
+      return self.evaluate(x, noise)
+    evaluate = self._evaluator(x, noise)  # One check of x, one compiled program.
+    each = [evaluate(v) for v in each_seed_variables(self.state)]
+    return across_seeds({k: [figures[k] for figures in each] for k in each[0]})
+
+  def _evaluator(self, x: np.ndarray, noise: str | None) -> Callable[[Any], dict[str, float]]:
+    """The test figures on ``x`` of a model's variables (this run's model)."""
     from flaxae import objectives  # pylint: disable=import-outside-toplevel
     from flaxae.train import parallel  # pylint: disable=import-outside-toplevel
     # pylint: disable-next=import-outside-toplevel
@@ -155,22 +172,9 @@ class Run:
         eval_step, model=self.model, objective=objectives.get(cfg.kind), cfg=cfg,
         rng=jax.random.key(self.config.train.seed),
         noise=objectives.eval_noise(cfg, noise)), mesh)
-    return parallel.evaluate(eval_jit, self.variables, x,
-                             self.config.train.eval_batch_size, 1,
-                             functools.partial(summarize_eval, cfg=cfg))
-
-  def evaluate_each(self, x: np.ndarray, noise: str | None = None) -> dict[str, Any]:
-    """:meth:`evaluate` for every model of a run of ``train.num_seeds`` models:
-    each figure's mean over the models, with ``<name>_std`` and
-    ``<name>_per_seed`` (as training reports its test figures); for a run of
-    one model, :meth:`evaluate` itself."""
-    # pylint: disable-next=import-outside-toplevel
-    from flaxae.train.loop import across_seeds, each_seed_variables
-    if self.state is None or self.state.step.ndim == 0:
-      return self.evaluate(x, noise)
-    each = [dataclasses.replace(self, variables=v).evaluate(x, noise)
-            for v in each_seed_variables(self.state)]
-    return across_seeds({k: [figures[k] for figures in each] for k in each[0]})
+    return lambda variables: parallel.evaluate(
+        eval_jit, variables, x, self.config.train.eval_batch_size, 1,
+        functools.partial(summarize_eval, cfg=cfg))
 
   def sample(self, n: int, seed: int = 0) -> np.ndarray:
     """``n`` images in [0, 1] generated from the prior (``vae`` runs only)."""
