@@ -232,6 +232,12 @@ def load(run_dir: str | os.PathLike, step: int | None = None, seed_index: int = 
              state=state)
 
 
+def as_run(run: Run | str | os.PathLike, seed_index: int = 0) -> Run:
+  """``run`` itself, or the run in that directory (model ``seed_index`` of a
+  run of several seeds), for functions that take either."""
+  return run if isinstance(run, Run) else load(run, seed_index=seed_index)
+
+
 def encode(run: Run, x: np.ndarray) -> np.ndarray:
   return run.encode(x)
 

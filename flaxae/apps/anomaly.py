@@ -38,7 +38,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import validate_data
 
 from flaxae import io
-from flaxae.api import Run, load
+from flaxae.api import Run, as_run
 from flaxae.api import fit
 from flaxae.config import CheckpointConfig, Config, DataConfig, ModelConfig, TrainConfig
 from flaxae.errors import ConfigError, DataError, FlaxaeError, OutputError, ShapeError
@@ -257,7 +257,7 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
         ``decision_scores_`` and ``labels_`` are then not set).
       seed_index: Which model of a run directory of several seeds.
     """
-    run = run if isinstance(run, Run) else load(run, seed_index=seed_index)
+    run = as_run(run, seed_index)
     det = cls(model=run.config.model, train=run.config.train, contamination=contamination,
               metric=metric, preprocessing="none")
     det._check_params()  # pylint: disable=protected-access

@@ -32,7 +32,7 @@ import jax
 import numpy as np
 
 from flaxae import io
-from flaxae.api import Run, load
+from flaxae.api import Run, as_run
 from flaxae.apps import arrays
 from flaxae.apps.codec import (Codec, check_step, decode_symbols, dequantize, encode_symbols,
                                fit_codec, quantize)
@@ -248,10 +248,6 @@ def report(run: Run, x: np.ndarray, blob: bytes,
       ssim=ssim(as_unit(x), as_unit(restored), run.feature_shape), step=header.step)
 
 
-def _run(run: Run | str | os.PathLike, seed_index: int) -> Run:
-  return run if isinstance(run, Run) else load(run, seed_index=seed_index)
-
-
 def compress_file(run: Run | str | os.PathLike, input_path: str | os.PathLike,
                   output_path: str | os.PathLike, step: float = DEFAULT_STEP,
                   overwrite: bool = False, seed_index: int = 0) -> Report:
@@ -261,7 +257,7 @@ def compress_file(run: Run | str | os.PathLike, input_path: str | os.PathLike,
   io.check_output(output_path, overwrite)
   step = check_step(step)
   x = arrays.read_array(input_path)
-  run = _run(run, seed_index)
+  run = as_run(run, seed_index)
   blob = compress(run, x, step)
   rep = report(run, x, blob)
   io.write_bytes(output_path, blob, overwrite)
@@ -279,6 +275,6 @@ def decompress_file(run: Run | str | os.PathLike, input_path: str | os.PathLike,
     raise DataError(f"compressed file {path} does not exist")
   blob = path.read_bytes()
   read_header(blob, str(path))  # Format errors before loading the run.
-  out = decompress(_run(run, seed_index), blob, name=str(path))
+  out = decompress(as_run(run, seed_index), blob, name=str(path))
   arrays.write_array(output_path, out, overwrite)
   return out

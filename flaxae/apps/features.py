@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from flaxae.api import Run, load
+from flaxae.api import Run, as_run
 from flaxae.apps import arrays
 from flaxae.data import Dataset
 from flaxae.errors import DataError
@@ -46,7 +46,7 @@ def embed_file(run: Run | str | os.PathLike, input_path: str | os.PathLike,
   ``seed_index``: which model of a run directory of several seeds."""
   arrays.check_array_output(output_path, overwrite)
   x = arrays.read_array(input_path)
-  run = run if isinstance(run, Run) else load(run, seed_index=seed_index)
+  run = as_run(run, seed_index)
   z = embed(run, x)
   arrays.write_array(output_path, z, overwrite)
   return z
