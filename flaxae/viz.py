@@ -11,11 +11,14 @@ import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
 from flaxae import io  # pylint: disable=wrong-import-position
+from flaxae.errors import ConfigError, DataError, ShapeError  # pylint: disable=wrong-import-position
 
 
 def _as_images(x: np.ndarray, image_shape: tuple[int, ...] | None) -> np.ndarray:
   """``(N, H, W)`` or ``(N, H, W, 3)`` for imshow, from images or vectors."""
   x = np.asarray(x, np.float32)
+  if x.ndim < 2 or not len(x):
+    raise DataError(f"no images to draw (an array of shape {x.shape}; images are (N, ...))")
   if image_shape is not None and len(image_shape) == 3:
     x = x.reshape(len(x), *image_shape)
   elif x.ndim == 2:
@@ -131,26 +134,39 @@ def project_2d(codes: np.ndarray, method: str = "auto",
   """Codes ``(N, ...)`` as points ``(N, 2)``: as they are (2-D codes), by PCA or by
   t-SNE; ``auto`` is direct for 2-D codes and PCA otherwise. Returns the
   points and the method used."""
-  z = np.asarray(codes, np.float64).reshape(len(codes), -1)
+  z = np.asarray(codes, np.float64)
+  z = z.reshape(len(z), -1) if z.ndim else z
+  if method not in ("auto", "direct", "pca", "tsne"):
+    raise ConfigError(f"unknown projection {method!r}; known: auto, direct, pca, tsne")
+  if z.ndim != 2 or z.shape[1] < 2:
+    raise ShapeError(f"codes of shape {np.shape(codes)}: a 2-D picture needs codes "
+                     "(N, ...) of at least 2 values each")
   if method == "auto":
     method = "direct" if z.shape[1] == 2 else "pca"
   if method == "direct":
     if z.shape[1] != 2:
-      raise ValueError(f"method 'direct' needs 2-D codes, got {z.shape[1]}-D")
+      raise ShapeError(f"method 'direct' needs 2-D codes, got {z.shape[1]}-D")
     return z, method
+  least = 3 if method == "tsne" else 2
+  if len(z) < least:
+    raise DataError(f"{method} needs at least {least} codes, got {len(z)}")
+  if not np.all(np.isfinite(z)):
+    raise DataError("codes contain NaN or Inf")
+  if np.ptp(z, axis=0).max() == 0.0:
+    # Every code the same (a collapsed latent space): one point. (scikit-learn's
+    # PCA returns NaN for it and its t-SNE crashes the process.)
+    return np.zeros((len(z), 2)), method
   # pylint: disable=import-outside-toplevel
   from threadpoolctl import threadpool_limits  # One thread: OpenMP spins against JAX's.
   if method == "pca":
     from sklearn.decomposition import PCA
     with threadpool_limits(1):
       return PCA(n_components=2, random_state=seed).fit_transform(z), method
-  if method == "tsne":
-    from sklearn.manifold import TSNE
-    perplexity = float(min(30, max(2, (len(z) - 1) // 3)))
-    with threadpool_limits(1):
-      return TSNE(n_components=2, random_state=seed, init="pca",
-                  perplexity=perplexity).fit_transform(z), method
-  raise ValueError(f"unknown projection {method!r}; known: auto, direct, pca, tsne")
+  from sklearn.manifold import TSNE
+  perplexity = float(min(30, max(2, (len(z) - 1) // 3)))
+  with threadpool_limits(1):
+    return TSNE(n_components=2, random_state=seed, init="pca",
+                perplexity=perplexity).fit_transform(z), method
 
 
 def save_latent_scatter(codes: np.ndarray, labels: np.ndarray | None,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from flaxae import viz
-from flaxae.errors import OutputError
+from flaxae.errors import ConfigError, DataError, OutputError, ShapeError
 
 RNG = np.random.default_rng(0)
 
@@ -60,8 +60,29 @@ def test_latent_scatter(tmp_path, dim, method, used):
 
 
 def test_direct_needs_2d():
-  with pytest.raises(ValueError, match="needs 2-D codes"):
+  with pytest.raises(ShapeError, match="needs 2-D codes"):
     viz.project_2d(np.zeros((4, 3)), "direct")
+
+
+@pytest.mark.parametrize("method", ["pca", "tsne"])
+def test_a_collapsed_latent_space_is_one_point(tmp_path, method):
+  # Every code the same (a VQ run that uses one code): scikit-learn's t-SNE
+  # crashed the process on it, its PCA gave NaN.
+  points, _ = viz.project_2d(np.ones((50, 4)), method)
+  np.testing.assert_array_equal(points, np.zeros((50, 2)))
+  viz.save_latent_scatter(np.ones((50, 4)), None, tmp_path / "l.png", method=method)
+
+
+def test_what_cannot_be_drawn_is_named(tmp_path):
+  with pytest.raises(ShapeError, match="at least 2 values"):
+    viz.project_2d(np.zeros((10, 1)))
+  with pytest.raises(DataError, match="tsne needs at least 3 codes"):
+    viz.project_2d(np.zeros((2, 4)), "tsne")
+  with pytest.raises(ConfigError, match="unknown projection"):
+    viz.project_2d(np.zeros((4, 4)), "umap")
+  with pytest.raises(DataError, match="no images to draw"):
+    viz.save_samples(np.zeros((0, 8, 8)), tmp_path / "s.png")
+  assert not list(tmp_path.iterdir())
 
 
 def test_loss_curves_from_metrics_jsonl(tmp_path):
