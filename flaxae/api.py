@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -41,22 +42,41 @@ def _numbers(x, what: str, scale_bytes: bool) -> np.ndarray:
   raise DataError(f"{what} must be numbers (uint8 or float), got dtype {x.dtype}")
 
 
+def layouts(shape: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+  """The shapes one example of ``shape`` may come in: itself, flattened, and
+  (for one channel) without its channel axis: ``(28, 28, 1)``, ``(784,)`` and
+  ``(28, 28)``. Nothing else is read as that example: an NCHW batch, or
+  images with height and width swapped, hold the right number of values in
+  the wrong order."""
+  shape = tuple(int(s) for s in shape)
+  out = [shape, (math.prod(shape),)]
+  if len(shape) > 1 and shape[-1] == 1:
+    out.append(shape[:-1])
+  return tuple(dict.fromkeys(out))
+
+
+def count_examples(shape: tuple[int, ...], example_shape: tuple[int, ...], what: str,
+                   model_takes: str) -> int:
+  """How many examples of ``example_shape`` an array of ``shape`` holds: a batch
+  of them in one of their :func:`layouts`, or one of them (1); a ShapeError
+  naming both shapes otherwise."""
+  shape = tuple(int(s) for s in shape)
+  accepted = layouts(example_shape)
+  if len(shape) > 1 and shape[1:] in accepted:
+    return shape[0]
+  if shape in accepted:
+    return 1
+  raise ShapeError(
+      f"{what} of shape {shape} do not fit this model, which {model_takes} of shape "
+      f"{tuple(example_shape)} (a batch of them, flattened or one channel without its "
+      f"axis, or one of them)")
+
+
 def _examples(x: np.ndarray, shape: tuple[int, ...], what: str, model_takes: str
               ) -> np.ndarray:
-  """``x`` as ``(N, *shape)``: a batch of that shape, a batch of flattened
-  examples, or one example (then N = 1). A ShapeError when it is none of
-  these, a DataError when it holds NaN or Inf."""
-  shape = tuple(shape)
-  size = int(np.prod(shape))
-  if x.shape[1:] == shape:
-    pass
-  elif x.ndim >= 2 and int(np.prod(x.shape[1:])) == size:
-    x = x.reshape(len(x), *shape)
-  elif x.ndim >= 1 and x.size == size:
-    x = x.reshape(1, *shape)
-  else:
-    raise ShapeError(f"{what} of shape {x.shape} do not fit this model, which {model_takes} "
-                     f"of shape {shape} ({size} values each)")
+  """``x`` as ``(N, *shape)``: see :func:`count_examples`. A ShapeError when it
+  is none of these, a DataError when it holds NaN or Inf."""
+  x = x.reshape(count_examples(x.shape, shape, what, model_takes), *shape)
   if not np.all(np.isfinite(x)):
     raise DataError(f"{what} contain NaN or Inf")
   return x
@@ -90,6 +110,8 @@ class Run:
     state: The full train state, when the run was trained in this process.
     interrupted_by: The signal (SIGINT, SIGTERM) that stopped training early,
       after saving a checkpoint; None when it ran to its end.
+    seed_index: Which model of a run of ``train.num_seeds`` models
+      ``variables`` holds (:meth:`select` gives another).
   """
 
   dir: Path
@@ -99,6 +121,7 @@ class Run:
   history: list[dict[str, Any]]
   state: Any = None
   interrupted_by: int | None = None
+  seed_index: int = 0
 
   @property
   def feature_shape(self) -> tuple[int, ...]:
@@ -108,6 +131,20 @@ class Run:
   def code_shape(self) -> tuple[int, ...]:
     """The shape of one example's code (what :meth:`encode` returns per row)."""
     return tuple(self.model.code_shape)
+
+  def select(self, seed_index: int) -> Run:
+    """This run with model ``seed_index`` of its ``train.num_seeds`` models."""
+    # pylint: disable-next=import-outside-toplevel
+    from flaxae.train.loop import seed_variables
+    seed_index = _checked_seed_index(seed_index, self.config.train.num_seeds)
+    if seed_index == self.seed_index:
+      return self
+    if self.state is None:
+      raise ConfigError(
+          f"this Run holds model {self.seed_index} only; load {self.dir} with "
+          f"seed_index={seed_index} for model {seed_index}")
+    return dataclasses.replace(self, variables=seed_variables(self.state, seed_index),
+                               seed_index=seed_index)
 
   def _batched(self, x: np.ndarray, method: str, batch_size: int = 1024) -> np.ndarray:
     if not len(x):  # No examples: none out, in the shape the method gives.
@@ -183,6 +220,8 @@ class Run:
     if not isinstance(self.model, VariationalAutoencoder):
       raise ConfigError(f"sampling needs a model.kind=vae run, this one is "
                         f"{self.config.model.kind}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+      raise ConfigError(f"the number of samples must be a non-negative integer, got {n!r}")
     return np.asarray(sample(self.model, self.variables, jax.random.key(seed), n))
 
   def write_outputs(self, test_x: np.ndarray, num_images: int = 10) -> dict[str, float]:
@@ -222,20 +261,29 @@ def load(run_dir: str | os.PathLike, step: int | None = None, seed_index: int = 
   if cpu_matmuls not in kernels.MATMULS:
     raise ConfigError(f"cpu_matmuls must be one of {kernels.MATMULS}, got {cpu_matmuls!r}")
   cfg, model, state, _ = restore_state(run_dir, step=step)
-  if not 0 <= seed_index < cfg.train.num_seeds:
-    raise ConfigError(f"seed_index {seed_index} is out of range: the run has "
-                      f"{cfg.train.num_seeds} model(s)")
+  seed_index = _checked_seed_index(seed_index, cfg.train.num_seeds)
   if parallel.model_matmuls(cpu_matmuls, parallel.make_mesh(1), "jit") == "mkl":
     model = model.clone(matmuls="mkl")
   history = MetricsLogger(run_dir, enabled=False).history()
   return Run(Path(run_dir), cfg, model, seed_variables(state, seed_index), history,
-             state=state)
+             state=state, seed_index=seed_index)
 
 
-def as_run(run: Run | str | os.PathLike, seed_index: int = 0) -> Run:
-  """``run`` itself, or the run in that directory (model ``seed_index`` of a
-  run of several seeds), for functions that take either."""
-  return run if isinstance(run, Run) else load(run, seed_index=seed_index)
+def _checked_seed_index(seed_index: Any, num_seeds: int) -> int:
+  if isinstance(seed_index, bool) or not isinstance(seed_index, (int, np.integer)):
+    raise ConfigError(f"seed_index must be an integer, got {seed_index!r}")
+  if not 0 <= seed_index < num_seeds:
+    raise ConfigError(f"seed_index {seed_index} is out of range: the run has "
+                      f"{num_seeds} model(s)")
+  return int(seed_index)
+
+
+def as_run(run: Run | str | os.PathLike, seed_index: int | None = None) -> Run:
+  """For functions that take a Run or its directory: model ``seed_index`` of a
+  run of several seeds (None: the Run's own model, or a directory's first)."""
+  if isinstance(run, Run):
+    return run if seed_index is None else run.select(seed_index)
+  return load(run, seed_index=0 if seed_index is None else seed_index)
 
 
 def encode(run: Run, x: np.ndarray) -> np.ndarray:

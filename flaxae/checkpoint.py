@@ -53,6 +53,10 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     if step is None:
       raise CheckpointError(f"no checkpoint in {self.directory}")
+    steps = self._manager.all_steps()
+    if step not in steps:
+      raise CheckpointError(f"no checkpoint of step {step} in {self.directory}; it has "
+                            f"steps {', '.join(map(str, sorted(steps))) or 'none'}")
     try:
       restored = self._manager.restore(
           step, args=ocp.args.Composite(

@@ -57,9 +57,11 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
   """Yields a temporary path beside ``path``; renames it over ``path`` on success.
 
   The temporary file keeps ``path``'s suffix (so libraries that look at it,
-  like matplotlib, pick the right format) and is removed on failure. The
-  result gets the permissions of a newly created file (``0o666`` less the
-  umask), not ``mkstemp``'s private ``0o600``.
+  like matplotlib, pick the right format) and is removed on failure; it is
+  flushed to disk before the rename, so that a crash leaves the old file or
+  the whole new one, never an empty one. The result gets the permissions of a
+  newly created file (``0o666`` less the umask), not ``mkstemp``'s private
+  ``0o600``.
   """
   path = check_output(path, overwrite)
   try:
@@ -70,6 +72,7 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
   os.close(fd)
   try:
     yield Path(tmp)
+    _sync(tmp)
     os.chmod(tmp, 0o666 & ~_UMASK)
     os.replace(tmp, path)
   except OSError as e:
@@ -82,12 +85,17 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
     raise
 
 
+def _sync(path: str) -> None:
+  fd = os.open(path, os.O_RDONLY)
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+
+
 def write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = True) -> None:
   with atomic_path(path, overwrite) as tmp:
-    with open(tmp, "wb") as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
+    tmp.write_bytes(data)
 
 
 def write_text(path: str | os.PathLike, text: str, overwrite: bool = True) -> None:

@@ -263,6 +263,39 @@ def test_api_wrong_width_to_a_fitted_model(work):
     run.evaluate(np.zeros((0, 8, 8, 1), np.float32))
 
 
+def test_api_takes_only_the_layouts_of_an_example(work):
+  import flaxae  # pylint: disable=import-outside-toplevel
+  run = flaxae.load(work / "good")  # Examples of shape (8, 8, 1).
+  x = np.random.default_rng(0).random((3, 8, 8, 1), np.float32)
+  codes = run.encode(x)
+  for same in (x.reshape(3, 64), x[..., 0]):  # Flattened, or without the channel axis.
+    np.testing.assert_array_equal(run.encode(same), codes)
+  for one in (x[0], x[0, ..., 0], x[0].ravel()):  # One example, in each layout.
+    np.testing.assert_allclose(run.encode(one), codes[:1], rtol=1e-6, atol=1e-6)
+  # The right number of values in another order is refused, not silently read.
+  for wrong in (x.transpose(0, 3, 1, 2), x.reshape(3, 8, 4, 2), x.reshape(1, 3, 64)):
+    with pytest.raises(ShapeError, match=rf"inputs of shape \({wrong.shape[0]}, "):
+      run.encode(wrong)
+  with pytest.raises(ShapeError, match=r"codes of shape \(2, 2, 2\) do not fit"):
+    run.decode(np.zeros((2, 2, 2), np.float32))
+
+
+def test_damaged_run_files_are_named(work, tmp_path):
+  import flaxae  # pylint: disable=import-outside-toplevel
+  shutil.copytree(work / "good", tmp_path / "run")
+  with pytest.raises(CheckpointError, match=r"no checkpoint of step 999 .* it has steps \d"):
+    flaxae.load(tmp_path / "run", step=999)
+  metrics = tmp_path / "run" / "metrics.jsonl"
+  metrics.write_text(metrics.read_text() + '{"step": 3, "lo')
+  with pytest.raises(CheckpointError, match=r"metrics.jsonl, line 2, is not a JSON record"):
+    flaxae.load(tmp_path / "run")
+  metrics.write_text(metrics.read_text().splitlines()[0] + "\n")
+  (tmp_path / "run" / "run.json").write_text("{")
+  with pytest.raises(CheckpointError, match=r"run.json is damaged"):
+    flaxae.load(tmp_path / "run")
+  assert cli.main(["eval", str(tmp_path / "run")]) == 2
+
+
 def test_good_run_is_untouched_by_the_corpus(work):
   config = json.loads((work / "good" / "config.json").read_text())
   assert config["model"]["widths"] == [16, 4]

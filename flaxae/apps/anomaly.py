@@ -38,7 +38,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import validate_data
 
 from flaxae import io
-from flaxae.api import Run, as_run
+from flaxae.api import Run, as_run, layouts
 from flaxae.api import fit
 from flaxae.config import CheckpointConfig, Config, DataConfig, ModelConfig, TrainConfig
 from flaxae.errors import ConfigError, DataError, FlaxaeError, OutputError, ShapeError
@@ -244,7 +244,8 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
   @classmethod
   def from_run(cls, run: Run | str | os.PathLike, X: Any = None,
                contamination: float = 0.1, metric: str = "mse",
-               threshold: float | None = None, seed_index: int = 0) -> AutoencoderDetector:
+               threshold: float | None = None, seed_index: int | None = None
+               ) -> AutoencoderDetector:
     """A fitted detector from an already trained run.
 
     Args:
@@ -255,7 +256,8 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
       metric: The per-example error.
       threshold: Use this threshold instead (``X`` and ``contamination`` unused;
         ``decision_scores_`` and ``labels_`` are then not set).
-      seed_index: Which model of a run directory of several seeds.
+      seed_index: Which model of a run of several seeds (None: a Run's own,
+        a directory's first).
     """
     run = as_run(run, seed_index)
     det = cls(model=run.config.model, train=run.config.train, contamination=contamination,
@@ -288,14 +290,19 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
     if isinstance(X, np.ndarray):
       if self.preprocessing_ == "none" and X.dtype == np.uint8:
         X = X / 255.0
-      size = int(np.prod(self.feature_shape_))
+      accepted = layouts(self.feature_shape_)
+      if X.shape in accepted:
+        raise ShapeError(
+            f"X of shape {X.shape} is one example; the detector takes a batch of "
+            f"examples of shape {self.feature_shape_} (X[None] for one)")
       if X.ndim >= 2 and X.shape[1:] != self.feature_shape_:
-        if int(np.prod(X.shape[1:])) == size:
+        if X.shape[1:] in accepted:
           X = X.reshape(len(X), *self.feature_shape_)  # (N, 784) for (28, 28, 1), or back.
         elif len(self.feature_shape_) > 1:
           raise ShapeError(
-              f"inputs of shape {X.shape} do not fit this detector, which takes "
-              f"examples of shape {self.feature_shape_} ({size} values each)")
+              f"inputs of shape {X.shape} do not fit this detector, which takes a batch of "
+              f"examples of shape {self.feature_shape_} (or flattened, or one channel "
+              "without its axis)")
     x = _validated(self, X, reset=False)
     if tuple(x.shape[1:]) != self.feature_shape_:
       raise ShapeError(
@@ -339,7 +346,7 @@ class Detection:
 
 def detect(run: Run | str | os.PathLike, x: Any, contamination: float = 0.1,
            threshold: float | None = None, metric: str = "mse",
-           seed_index: int = 0) -> Detection:
+           seed_index: int | None = None) -> Detection:
   """Scores ``x`` with a trained run (of a run directory of several seeds, model
   ``seed_index``); the threshold is ``threshold`` if given, else the
   ``1 - contamination`` quantile of the scores of the run's training set."""

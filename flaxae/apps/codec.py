@@ -84,9 +84,15 @@ class Codec:
 
 
 def quantize(z: np.ndarray, step: float) -> np.ndarray:
-  """Codes ``(N, ...)`` → integers ``(N, D)``: ``round(z / step)``."""
+  """Codes ``(N, ...)`` → integers ``(N, D)``: ``round(z / step)``; a DataError
+  when some code is too large for the step (the coder takes 32-bit integers)."""
   z = np.asarray(z)
-  return np.rint(z.reshape(len(z), -1).astype(np.float64) / step).astype(np.int64)
+  q = np.rint(z.reshape(len(z), -1).astype(np.float64) / step)
+  if q.size and not np.abs(q).max() < 2**31 - 1:
+    raise DataError(
+        f"codes are too large for the quantisation step {step:g} (|code / step| up to "
+        f"{np.abs(q).max():.3g}, beyond 32 bits); use a larger step")
+  return q.astype(np.int64)
 
 
 def dequantize(q: np.ndarray, step: float) -> np.ndarray:

@@ -32,7 +32,7 @@ import jax
 import numpy as np
 
 from flaxae import io
-from flaxae.api import Run, as_run
+from flaxae.api import Run, as_run, count_examples
 from flaxae.apps import arrays
 from flaxae.apps.codec import (Codec, check_step, decode_symbols, dequantize, encode_symbols,
                                fit_codec, quantize)
@@ -70,7 +70,7 @@ def get_codec(run: Run, step: float) -> Codec:
   if path.exists():
     try:
       return Codec.read(path)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile):
       pass  # A broken cache is refitted and replaced below.
   ds = load_dataset(run.config.data)
   codec = fit_codec(run.encode(ds.train_x), step)
@@ -83,15 +83,10 @@ def get_codec(run: Run, step: float) -> Codec:
 
 
 def _num_examples(shape: tuple[int, ...], feature_shape: tuple[int, ...]) -> int:
-  size = math.prod(feature_shape)
-  total = math.prod(shape)
-  if total == 0:
+  n = count_examples(shape, feature_shape, "inputs", "takes examples")
+  if n == 0:
     raise DataError(f"no examples to compress (an input of shape {shape})")
-  if size == 0 or total % size:
-    raise ShapeError(
-        f"inputs of shape {shape} do not fit this model, which takes examples of "
-        f"shape {feature_shape} ({size} values each)")
-  return total // size
+  return n
 
 
 def _as_output(images: np.ndarray, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
@@ -138,8 +133,9 @@ def check_identity(run: Run, header: Header, name: str = "the file") -> None:
         "the run that made it")
   if header.weights != weights_digest(run):
     raise FormatError(
-        f"{name} was compressed with other weights of this model (was {run.dir} "
-        "trained further since?); decompress it with the checkpoint that made it")
+        f"{name} was compressed with other weights of this model (another checkpoint "
+        f"of {run.dir}, or another of its seeds' models); decompress it with the model "
+        "that made it")
   code_dim = math.prod(run.model.code_shape)
   if header.code_dim != code_dim:
     raise FormatError(
@@ -208,7 +204,10 @@ class Report:
 
   Attributes:
     examples: Number of examples compressed.
-    pixels: Values compressed (examples × values per example).
+    pixels: Pixels compressed: ``examples × H × W`` for images (a colour
+      pixel is one pixel, as image codecs count it), ``examples × D`` for
+      vectors.
+    values: Values compressed: ``pixels`` times the channels.
     file_bytes: Size of the whole file (header, stream, checksum).
     header_bytes: Of which the header and checksum.
     bits_per_pixel: ``8 · file_bytes / pixels``.
@@ -220,6 +219,7 @@ class Report:
 
   examples: int
   pixels: int
+  values: int
   file_bytes: int
   header_bytes: int
   bits_per_pixel: float
@@ -239,21 +239,24 @@ def report(run: Run, x: np.ndarray, blob: bytes,
   if restored is None:
     restored = decompress(run, blob)
   n = _num_examples(header.shape, run.feature_shape)
-  pixels = n * math.prod(run.feature_shape)
+  shape = run.feature_shape
+  values = n * math.prod(shape)
+  pixels = n * math.prod(shape[:2]) if len(shape) == 3 else values
   return Report(
-      examples=n, pixels=pixels, file_bytes=len(blob),
+      examples=n, pixels=pixels, values=values, file_bytes=len(blob),
       header_bytes=header.size + TRAILER_BYTES,
-      bits_per_pixel=8.0 * len(blob) / pixels, ratio=pixels / len(blob),
+      bits_per_pixel=8.0 * len(blob) / pixels, ratio=values / len(blob),
       psnr=psnr(as_unit(x), as_unit(restored)),
       ssim=ssim(as_unit(x), as_unit(restored), run.feature_shape), step=header.step)
 
 
 def compress_file(run: Run | str | os.PathLike, input_path: str | os.PathLike,
                   output_path: str | os.PathLike, step: float = DEFAULT_STEP,
-                  overwrite: bool = False, seed_index: int = 0) -> Report:
+                  overwrite: bool = False, seed_index: int | None = None) -> Report:
   """Compresses the images in ``input_path`` (``.npy``, ``.npz``, IDX) to
   ``output_path``, atomically; returns the report of what was written.
-  ``seed_index``: which model of a run directory of several seeds."""
+  ``seed_index``: which model of a run of several seeds (None: a Run's own,
+  a directory's first)."""
   io.check_output(output_path, overwrite)
   step = check_step(step)
   x = arrays.read_array(input_path)
@@ -266,9 +269,10 @@ def compress_file(run: Run | str | os.PathLike, input_path: str | os.PathLike,
 
 def decompress_file(run: Run | str | os.PathLike, input_path: str | os.PathLike,
                     output_path: str | os.PathLike, overwrite: bool = False,
-                    seed_index: int = 0) -> np.ndarray:
+                    seed_index: int | None = None) -> np.ndarray:
   """Restores a compressed file to ``output_path`` (``.npy`` or IDX), atomically.
-  ``seed_index``: which model of a run directory of several seeds."""
+  ``seed_index``: which model of a run of several seeds (None: a Run's own,
+  a directory's first)."""
   arrays.check_array_output(output_path, overwrite)
   path = Path(input_path)
   if not path.is_file():

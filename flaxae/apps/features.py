@@ -41,9 +41,10 @@ def embed(run: Run, x: np.ndarray) -> np.ndarray:
 
 def embed_file(run: Run | str | os.PathLike, input_path: str | os.PathLike,
                output_path: str | os.PathLike, overwrite: bool = False,
-               seed_index: int = 0) -> np.ndarray:
+               seed_index: int | None = None) -> np.ndarray:
   """Writes the codes of the examples in ``input_path`` to ``output_path`` (.npy);
-  ``seed_index``: which model of a run directory of several seeds."""
+  ``seed_index``: which model of a run of several seeds (None: a Run's own,
+  a directory's first)."""
   arrays.check_array_output(output_path, overwrite)
   x = arrays.read_array(input_path)
   run = as_run(run, seed_index)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from flaxae import io
+from flaxae.errors import CheckpointError
 
 
 class MetricsLogger:
@@ -29,9 +30,25 @@ class MetricsLogger:
       self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
 
   def history(self) -> list[dict[str, Any]]:
+    """The records written so far; a CheckpointError naming the line of a
+    damaged file (the library writes it whole, so something else changed it)."""
     if not self.path.exists():
       return []
-    return [json.loads(line) for line in self.path.read_text().splitlines()]
+    records = []
+    for number, line in enumerate(self.path.read_text().splitlines(), 1):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise CheckpointError(
+            f"{self.path}, line {number}, is not a JSON record ({e}); mend or delete "
+            "the line (or the file: it holds only the training history)") from e
+      if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+        raise CheckpointError(
+            f"{self.path}, line {number}, is not a metrics record (it has no step)")
+      records.append(record)
+    return records
 
   def truncate(self, step: int) -> list[dict[str, Any]]:
     """Keeps the records up to ``step``; returns them."""

@@ -427,13 +427,19 @@ def restore_state(run_dir: str | Path, cfg: Config | None = None,
   info_path = run_dir / RUN_FILE
   if not info_path.exists():
     raise CheckpointError(f"{run_dir} has no {RUN_FILE}; was it trained?")
-  info = json.loads(info_path.read_text())
+  try:
+    info = json.loads(info_path.read_text())
+    feature_shape = tuple(int(s) for s in info["feature_shape"])
+    steps_per_epoch = int(info["steps_per_epoch"])
+  except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+    raise CheckpointError(f"{info_path} is damaged ({type(e).__name__}: {e}); "
+                          "training the run again rewrites it") from e
   mesh = parallel.make_mesh(1)
   # The restored model computes with XLA's products however it was trained (the
   # parameters are the same): loading a run needs neither MKL nor a compiler.
   portable = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, cpu_matmuls="xla"))
   model, _, _, _, abstract = build(
-      portable, tuple(info["feature_shape"]), info["steps_per_epoch"], mesh)
+      portable, feature_shape, steps_per_epoch, mesh)
   ckpt = Checkpointer(run_dir / CHECKPOINT_DIR, keep=cfg.checkpoint.keep)
   try:
     if ckpt.latest_step() is None:

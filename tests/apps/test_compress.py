@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+import types
 import zlib
 
 import hypothesis
@@ -16,7 +17,7 @@ from flaxae import cli
 from flaxae.apps import codec as K
 from flaxae.apps import compress as C
 from flaxae.apps import container
-from flaxae.errors import ConfigError, FormatError, OutputError
+from flaxae.errors import ConfigError, DataError, FormatError, OutputError
 
 
 def _decoded(run, x, step):
@@ -52,7 +53,7 @@ def test_uint8_input_gives_uint8_output_of_the_same_shape(digits_run, digits):
 def test_report_matches_the_file(digits_run, digits, blob):
   rep = C.report(digits_run, digits.test_x, blob)
   pixels = digits.test_x.size
-  assert rep.file_bytes == len(blob) and rep.pixels == pixels
+  assert rep.file_bytes == len(blob) and rep.pixels == rep.values == pixels
   assert rep.bits_per_pixel == pytest.approx(8 * len(blob) / pixels)
   assert rep.ratio == pytest.approx(pixels / len(blob))
   header, words = container.read_header(blob)
@@ -90,10 +91,41 @@ def test_codes_outside_the_histogram_are_escaped_exactly(digits_run, digits):
     C.decompress(digits_run, blob)
 
 
+def test_colour_images_count_pixels_not_values(digits, blob):
+  # Bits per pixel counts an RGB pixel once, as image codecs do; the ratio
+  # compares with one raw byte per value.
+  header, words = container.read_header(blob)
+  colour = container.pack(dataclasses.replace(header, shape=(4, 6, 10, 3)), words)
+  run = types.SimpleNamespace(feature_shape=(6, 10, 3))
+  x = np.random.default_rng(0).random((4, 6, 10, 3))
+  rep = C.report(run, x, colour, restored=x)
+  assert (rep.examples, rep.pixels, rep.values) == (4, 240, 720)
+  assert rep.bits_per_pixel == pytest.approx(8 * len(colour) / 240)
+  assert rep.ratio == pytest.approx(720 / len(colour))
+
+
 def test_the_codec_is_cached_in_the_run_directory(digits_run):
   path = C.codec_path(digits_run, 0.25)
   assert path.exists()
   assert K.Codec.read(path).digest == C.get_codec(digits_run, 0.25).digest
+
+
+def test_an_empty_cached_codec_is_refitted(digits_run, digits):
+  path = C.codec_path(digits_run, 0.75)
+  good = C.get_codec(digits_run, 0.75)
+  path.write_bytes(b"")  # What a crash before the data reached the disk once left.
+  assert C.get_codec(digits_run, 0.75).digest == good.digest
+  assert K.Codec.read(path).digest == good.digest  # Replaced by a whole one.
+
+
+def test_codes_too_large_for_the_step_are_refused():
+  # round(z / step) beyond 32 bits: once cast to int64 silently (to -2**63).
+  with pytest.raises(DataError, match="too large for the quantisation step"):
+    K.quantize(np.array([[0.5, -1.0]]), 1e-30)
+  with pytest.raises(DataError, match="too large"):
+    K.quantize(np.array([[np.nan]]), 0.5)
+  np.testing.assert_array_equal(K.quantize(np.array([[0.5, -1.0]]), 1e-9),
+                                [[500_000_000, -1_000_000_000]])
 
 
 @hypothesis.settings(max_examples=20, deadline=None)

@@ -104,6 +104,27 @@ def test_apps_take_a_seed_index(together, tmp_path, capsys):
 def test_seed_index_out_of_range(together):
   with pytest.raises(flaxae.errors.ConfigError, match="seed_index 3 is out of range"):
     flaxae.load(together.dir, seed_index=3)
+  with pytest.raises(flaxae.errors.ConfigError, match="seed_index must be an integer"):
+    flaxae.load(together.dir, seed_index=1.5)
+
+
+def test_a_run_object_gives_the_model_asked_for(together):
+  # The apps take a Run or a directory: a seed_index given with a Run picks
+  # that model of it (it was once ignored, silently using the Run's own).
+  from flaxae.apps import anomaly  # pylint: disable=import-outside-toplevel
+  first = flaxae.load(together.dir)
+  second = flaxae.load(together.dir, seed_index=2)
+  assert (first.seed_index, second.seed_index) == (0, 2)
+  x = np.random.default_rng(0).random((5, 8, 8, 1), np.float32)
+  picked = flaxae.api.as_run(first, 2)
+  assert picked.seed_index == 2 and flaxae.api.as_run(second) is second
+  np.testing.assert_array_equal(picked.encode(x), second.encode(x))
+  assert not np.array_equal(first.encode(x), second.encode(x))
+  np.testing.assert_array_equal(anomaly.detect(first, x, seed_index=2).scores,
+                                anomaly.detect(together.dir, x, seed_index=2).scores)
+  lone = dataclasses.replace(second, state=None)  # A Run holding one model only.
+  with pytest.raises(flaxae.errors.ConfigError, match="holds model 2 only"):
+    lone.select(0)
 
 
 DATA = np.random.default_rng(1).random((256, 8, 8, 1), dtype=np.float32)
