@@ -19,13 +19,25 @@ from flaxae.errors import CheckpointError
 
 
 class Checkpointer:
-  """Saves and restores train states under ``directory``, keeping the last ``keep``."""
+  """Saves and restores train states under ``directory``, keeping the last ``keep``.
 
-  def __init__(self, directory: str | os.PathLike, keep: int = 3):
+  ``read_only`` (loading a run, evaluating it, the apps) neither creates,
+  deletes nor cleans anything: a training process may be writing a checkpoint
+  in the same directory meanwhile, and its unfinished temporary folder is not
+  the reader's to remove.
+  """
+
+  def __init__(self, directory: str | os.PathLike, keep: int = 3, read_only: bool = False):
     self.directory = os.path.abspath(os.fspath(directory))
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=True, enable_async_checkpointing=True,
-        cleanup_tmp_directories=True)
+    if read_only:
+      # (Not Orbax's read_only option: it logs warnings on every load.)
+      options = ocp.CheckpointManagerOptions(
+          max_to_keep=None, create=False, cleanup_tmp_directories=False,
+          enable_async_checkpointing=False)
+    else:
+      options = ocp.CheckpointManagerOptions(
+          max_to_keep=keep, create=True, enable_async_checkpointing=True,
+          cleanup_tmp_directories=True)
     self._manager = ocp.CheckpointManager(
         self.directory, options=options, item_names=("state", "meta"))
 

@@ -82,10 +82,10 @@ def normalize(x: Any, what: str = "data") -> np.ndarray:
   elif x.dtype.kind == "f":
     if not np.isfinite(x).all():
       raise DataError(f"{what} contains NaN or Inf values")
-    lo, hi = float(x.min()), float(x.max())
+    lo, hi = x.min(), x.max()  # Printed in their own precision: the shortest exact digits.
     if lo < 0.0 or hi > 1.0:
       raise DataError(
-          f"{what} has float values in [{lo:.4g}, {hi:.4g}]; floats must lie in "
+          f"{what} has float values in [{lo!s}, {hi!s}]; floats must lie in "
           "[0, 1] (or pass uint8 0–255)")
     out = x.astype(np.float32)
   else:

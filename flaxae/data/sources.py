@@ -48,7 +48,7 @@ def _first_line(e: BaseException) -> str:
 # --- IDX folders ------------------------------------------------------------
 
 
-def _idx_folder_path(cfg: DataConfig) -> Path:
+def idx_dir(cfg: DataConfig) -> Path:
   """``cfg.dir``, or the workplace default for mnist / fashion_mnist."""
   if cfg.dir:
     folder = Path(cfg.dir)
@@ -68,7 +68,7 @@ def _idx_folder_path(cfg: DataConfig) -> Path:
   return folder
 
 
-def _find(folder: Path, stem: str) -> Path | None:
+def find_idx(folder: Path, stem: str) -> Path | None:
   """``stem``, ``stem.gz`` or the dotted spelling (``train-images.idx3-ubyte``)."""
   dotted = stem.replace("-idx", ".idx")
   for name in (stem, stem + ".gz", dotted, dotted + ".gz"):
@@ -80,8 +80,8 @@ def _find(folder: Path, stem: str) -> Path | None:
 def _read_idx_part(folder: Path,
                    part: str) -> tuple[np.ndarray, np.ndarray | None] | None:
   """The images (and labels, if there) of ``train`` or ``t10k``; None if absent."""
-  images = _find(folder, f"{part}-images-idx3-ubyte")
-  labels = _find(folder, f"{part}-labels-idx1-ubyte")
+  images = find_idx(folder, f"{part}-images-idx3-ubyte")
+  labels = find_idx(folder, f"{part}-labels-idx1-ubyte")
   if images is None:
     if labels is not None:
       raise DataError(f"{folder} has {labels.name} but no {part}-images-idx3-ubyte[.gz]")
@@ -106,7 +106,7 @@ def idx_folder(cfg: DataConfig) -> Raw:
   With both parts, ``t10k`` is the test split. With only one (like
   ``mnist_test``, which has only ``t10k``), ``load_dataset`` splits it by seed.
   """
-  folder = _idx_folder_path(cfg)
+  folder = idx_dir(cfg)
   train = _read_idx_part(folder, "train")
   test = _read_idx_part(folder, "t10k")
   if train is None and test is None:

@@ -20,7 +20,8 @@ import numpy as np
 from flaxae.config import DataConfig
 from flaxae.data.compact import decode
 from flaxae.data.dataset import normalize, split_indices
-from flaxae.data.idx import memmap_idx
+from flaxae.data.idx import memmap_idx, read_idx
+from flaxae.data.sources import find_idx, idx_dir
 from flaxae.errors import ConfigError, DataError, ShapeError
 
 
@@ -36,8 +37,8 @@ class MappedSet:
   def __init__(self, array: np.ndarray, indices: np.ndarray, binarize: bool = False):
     if array.ndim not in (2, 3, 4):
       raise ShapeError(f"streamed data has shape {array.shape}; expected N×D or N×H×W[×C]")
-    if array.dtype != np.uint8 and not np.issubdtype(array.dtype, np.floating):
-      raise DataError(f"streamed data has dtype {array.dtype}; expected uint8 or float")
+    if array.dtype not in (np.uint8, np.bool_) and not np.issubdtype(array.dtype, np.floating):
+      raise DataError(f"streamed data has dtype {array.dtype}; expected uint8, bool or float")
     self.array, self.indices, self.binarize = array, np.asarray(indices), binarize
 
   def __len__(self) -> int:
@@ -98,17 +99,17 @@ def open_mapped(cfg: DataConfig, seed: int | None = None) -> tuple[MappedSet, np
     except (ValueError, OSError) as e:
       raise DataError(f"cannot map {path}: {e}") from e
   elif cfg.name in ("idx", "mnist", "fashion_mnist"):
-    folder = Path(cfg.dir)
-    train, t10k = folder / "train-images-idx3-ubyte", folder / "t10k-images-idx3-ubyte"
-    if not cfg.dir or not (train.is_file() or t10k.is_file()):
-      raise DataError(
-          f"data.stream needs --data.dir with uncompressed IDX image files, "
-          f"got {cfg.dir!r}")
-    if train.is_file():
-      array = memmap_idx(train)
-      test = memmap_idx(t10k) if t10k.is_file() else None
-    else:
-      array = memmap_idx(t10k)
+    # The files the in-memory path reads (the same names, the same default
+    # folders); the one mapped must be uncompressed, the test set is read whole.
+    folder = idx_dir(cfg)
+    train = find_idx(folder, "train-images-idx3-ubyte")
+    t10k = find_idx(folder, "t10k-images-idx3-ubyte")
+    if train is None and t10k is None:
+      raise DataError(f"no IDX images in {folder} (expected train-images-idx3-ubyte "
+                      "and/or t10k-images-idx3-ubyte)")
+    array = memmap_idx(train if train is not None else t10k)
+    if train is not None and t10k is not None:
+      test = read_idx(t10k)
   else:
     raise ConfigError(f"data.stream supports npy and IDX folders, not {cfg.name!r}")
   if len(array) == 0:

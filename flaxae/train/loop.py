@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import signal
 import sys
@@ -73,16 +74,21 @@ class Schedule:
 
 
 def _check_resumable(saved: Config, cfg: Config, run_dir: Path) -> None:
-  """A run directory only resumes the run that made it (epochs may grow)."""
+  """A run directory only resumes the run that made it. ``train.epochs`` may
+  change under a constant learning rate (a schedule that decays over the
+  epochs would change the steps already taken)."""
   mine = config_lib.to_dict(cfg)
   theirs = config_lib.to_dict(saved)
   diffs = []
   for section in ("data", "model", "train"):
     for key, value in mine[section].items():
-      if section == "train" and key == "epochs":
+      if section == "train" and key == "epochs" and cfg.train.schedule == "constant":
         continue
       if theirs[section].get(key) != value:
         diffs.append(f"{section}.{key}: {theirs[section].get(key)!r} → {value!r}")
+  if any(d.startswith("train.epochs:") for d in diffs):
+    diffs.append(f"train.schedule={cfg.train.schedule} spreads its learning rates over "
+                 "train.epochs, so the epochs cannot change")
   if diffs:
     raise CheckpointError(
         f"run directory {run_dir} was made with another config ({'; '.join(diffs)}); "
@@ -97,6 +103,37 @@ def read_config(run_dir: str | Path) -> Config:
     return config_lib.from_dict(json.loads(path.read_text()))
   except json.JSONDecodeError as e:
     raise CheckpointError(f"{path} is not valid JSON ({e})") from e
+
+
+def data_digest(train_set: Any, test_x: np.ndarray) -> str:
+  """A digest of the data a run trains on: 64 training rows spread over the
+  set and the first 64 test rows, as the model sees them (float32), so that a
+  run directory is not resumed on other data of the same shape."""
+  n = len(train_set)
+  positions = np.unique(np.linspace(0, n - 1, min(n, 64)).astype(np.int64))
+  rows = train_set.rows(positions) if isinstance(train_set, stream.MappedSet) else (
+      train_set[positions])
+  h = hashlib.blake2b(digest_size=8)
+  for part in (rows, test_x[:64]):
+    part = np.ascontiguousarray(part, np.float32)
+    h.update(repr(part.shape).encode())
+    h.update(part.tobytes())
+  return h.hexdigest()
+
+
+def _check_same_data(run_dir: Path, info: dict[str, Any]) -> None:
+  """Refuses to resume a run directory on data other than its own."""
+  path = run_dir / RUN_FILE
+  try:
+    saved = json.loads(path.read_text())
+  except (OSError, json.JSONDecodeError) as e:
+    raise CheckpointError(f"{path} is damaged ({e}); use a new --run_dir") from e
+  diffs = [f"{key}: {saved[key]} → {value}" for key, value in info.items()
+           if key in saved and key != "fingerprint" and saved[key] != value]
+  if diffs:
+    raise CheckpointError(
+        f"run directory {run_dir} was trained on other data ({'; '.join(diffs)}); "
+        "use a new --run_dir or the run's own data")
 
 
 def build(cfg: Config, feature_shape: tuple[int, ...], steps_per_epoch: int,
@@ -255,16 +292,15 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
       steps_per_call=cfg.train.steps_per_call,
       checkpoint_every=cfg.checkpoint.every_steps)
 
-  # --- Run directory ----------------------------------------------------------
-  if main_process:
-    io.make_dir(run_dir)
-    io.write_json(run_dir / CONFIG_FILE, config_lib.to_dict(cfg))
-    io.write_json(run_dir / RUN_FILE, {
-        "feature_shape": list(feature_shape),
-        "steps_per_epoch": schedule.steps_per_epoch,
-        "num_train": num_train, "num_test": len(test_x),
-        "fingerprint": config_lib.fingerprint(cfg),
-    })
+  info = {
+      "feature_shape": list(feature_shape),
+      "steps_per_epoch": schedule.steps_per_epoch,
+      "num_train": num_train, "num_test": len(test_x),
+      "data_digest": data_digest(train_set, test_x),
+      "fingerprint": config_lib.fingerprint(cfg),
+  }
+  if (run_dir / RUN_FILE).exists():
+    _check_same_data(run_dir, info)
 
   # --- Evaluation ---------------------------------------------------------------
   eval_jit = parallel.make_eval(
@@ -276,11 +312,26 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
   # --- State: restored, or born sharded -------------------------------------
   ckpt = Checkpointer(run_dir / CHECKPOINT_DIR, keep=cfg.checkpoint.keep)
   logger = MetricsLogger(run_dir, enabled=main_process)
+  epoch_sums: dict[str, Any] = {}  # The current epoch's summed train figures.
+  epoch_steps = 0
   if ckpt.latest_step() is not None:
-    state, _ = ckpt.restore(built.abstract)
+    state, meta = ckpt.restore(built.abstract)
+    epoch_steps = meta.get("epoch_steps", 0)  # A checkpoint inside an epoch.
+    epoch_sums = {k: np.asarray(v, np.float64) for k, v in meta.get("epoch_sums", {}).items()}
   else:
     state = jax.jit(built.init, out_shardings=state_sharding)()
   step = state.steps_done
+  if step > schedule.total_steps:
+    ckpt.close()
+    raise CheckpointError(
+        f"run directory {run_dir} has trained {step // steps_per_epoch} epochs "
+        f"(step {step}); train.epochs={cfg.train.epochs} is fewer")
+
+  # --- Run directory: written once the run is known to resume (or begin) -----
+  if main_process:
+    io.make_dir(run_dir)
+    io.write_json(run_dir / CONFIG_FILE, config_lib.to_dict(cfg))
+    io.write_json(run_dir / RUN_FILE, info)
   history = logger.truncate(step)
   orders = parallel.EpochOrders(state.rng, num_train, batch_size, mesh, cfg.train.num_seeds)
   if cfg.data.stream:  # The same orders, read from the file by the host.
@@ -299,8 +350,7 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
   bar = tqdm(total=schedule.total_steps, initial=step, unit="step",
              disable=not progress or not main_process, file=sys.stderr,
              dynamic_ncols=True)
-  epoch_sums: dict[str, float] = {}
-  epoch_steps, epoch_start = 0, time.perf_counter()
+  epoch_start, timed_steps = time.perf_counter(), 0  # This process's steps of the epoch.
   limit = schedule.total_steps if stop_after_steps is None else min(
       stop_after_steps, schedule.total_steps)
   profiler = _EpochProfiler(run_dir / "profile", schedule) if (
@@ -321,16 +371,20 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
         for k, v in metrics.items():  # Per seed: (S,) arrays, or scalars.
           epoch_sums[k] = epoch_sums.get(k, 0.0) + np.asarray(v, np.float64) * n
         epoch_steps += n
+        timed_steps += n
         step = end
         bar.update(n)
         bar.set_postfix(loss=f"{float(np.mean(metrics['loss'])):.4f}")
         bad_streak = int(np.max(jax.device_get(parallel.fetch(state.bad_streak))))
         if bad_streak >= cfg.train.max_bad_steps:
+          kept = (f"the checkpoints before them are kept in {ckpt.directory}"
+                  if ckpt.latest_step() is not None else "no checkpoint was written")
           raise TrainingError(
-              f"{bad_streak} consecutive steps had a non-finite loss or "
-              f"gradient (train.max_bad_steps={cfg.train.max_bad_steps}); the last "
-              f"good checkpoint is kept in {ckpt.directory}. Lower "
-              "train.learning_rate, set train.clip_norm, or check the data")
+              f"stopped: the last {bad_streak} steps had a non-finite loss or gradient "
+              f"and left the parameters unchanged (train.max_bad_steps="
+              f"{cfg.train.max_bad_steps}, checked after each compiled chunk of steps); "
+              f"{kept}. Lower train.learning_rate or set train.clip_norm (in a new "
+              "--run_dir: a run resumes only with its own settings), or check the data")
         if step % schedule.steps_per_epoch == 0:
           seconds = time.perf_counter() - epoch_start
           test = [parallel.evaluate(eval_jit, variables, test_x,
@@ -342,7 +396,7 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
               **across_seeds({f"train/{k}": v / epoch_steps for k, v in epoch_sums.items()}),
               **across_seeds({f"test/{k}": test[0][k] if len(test) == 1
                               else np.array([t[k] for t in test]) for k in test[0]}),
-              "samples_per_s": epoch_steps * batch_size * cfg.train.num_seeds / seconds,
+              "samples_per_s": timed_steps * batch_size * cfg.train.num_seeds / seconds,
               "seconds": seconds,
           }
           history.append(record)
@@ -350,9 +404,10 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
           bar.set_postfix(loss=f"{record['train/loss']:.4f}",
                           test=f"{record['test/loss']:.4f}",
                           sps=f"{record['samples_per_s']:.0f}")
-          epoch_sums, epoch_steps, epoch_start = {}, 0, time.perf_counter()
+          epoch_sums, epoch_steps = {}, 0
+          epoch_start, timed_steps = time.perf_counter(), 0
         if schedule.is_checkpoint(step) or step == limit or stop.signum is not None:
-          ckpt.save(step, state, _meta(cfg, step, schedule))
+          ckpt.save(step, state, _meta(cfg, step, schedule, epoch_sums, epoch_steps))
   finally:
     if profiler is not None:
       profiler.close()
@@ -409,12 +464,18 @@ def across_seeds(figures: dict[str, Any]) -> dict[str, Any]:
   return out
 
 
-def _meta(cfg: Config, step: int, schedule: Schedule) -> dict[str, Any]:
+def _meta(cfg: Config, step: int, schedule: Schedule, epoch_sums: dict[str, Any],
+          epoch_steps: int) -> dict[str, Any]:
+  """The checkpoint's JSON item: the config and the progress, with the current
+  epoch's summed train figures so far (exact in JSON: float64), so that an
+  epoch resumed in its middle reports the figures of all its steps."""
   return {
       "step": step,
       "epoch": step // schedule.steps_per_epoch,
       "step_in_epoch": step % schedule.steps_per_epoch,
       "steps_per_epoch": schedule.steps_per_epoch,
+      "epoch_steps": epoch_steps,
+      "epoch_sums": {k: np.asarray(v, np.float64).tolist() for k, v in epoch_sums.items()},
       "config": config_lib.to_dict(cfg),
   }
 
@@ -440,7 +501,7 @@ def restore_state(run_dir: str | Path, cfg: Config | None = None,
   portable = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, cpu_matmuls="xla"))
   model, _, _, _, abstract = build(
       portable, feature_shape, steps_per_epoch, mesh)
-  ckpt = Checkpointer(run_dir / CHECKPOINT_DIR, keep=cfg.checkpoint.keep)
+  ckpt = Checkpointer(run_dir / CHECKPOINT_DIR, read_only=True)
   try:
     if ckpt.latest_step() is None:
       raise CheckpointError(f"no checkpoint in {run_dir / CHECKPOINT_DIR}; train first")

@@ -70,8 +70,31 @@ def test_gzip_cannot_stream(tmp_path):
   write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((10, 4, 4), np.uint8))
   os.rename(tmp_path / "t10k-images-idx3-ubyte", tmp_path / "x")
   write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", np.zeros((10, 4, 4), np.uint8))
-  with pytest.raises(DataError, match="uncompressed IDX"):
+  with pytest.raises(DataError, match="gzip-compressed and cannot be streamed; gunzip it"):
     stream.open_mapped(DataConfig(name="idx", dir=str(tmp_path), stream=True))
+
+
+def test_streaming_reads_the_files_the_in_memory_path_reads(tmp_path):
+  # A raw training file beside a gzip test file (only the big one gunzipped):
+  # the training set is mapped, the test file read whole, as in memory (the
+  # stream once split the training file and ignored the test file); a gzip
+  # training file is refused, not replaced by a split of the test file.
+  from flaxae.data import load_dataset  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  train, test = (rng.integers(0, 256, (n, 4, 4), np.uint8) for n in (50, 20))
+  write_idx(tmp_path / "train-images-idx3-ubyte", train)
+  write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", test)
+  data = DataConfig(name="idx", dir=str(tmp_path))
+  mapped, test_x = stream.open_mapped(dataclasses.replace(data, stream=True))
+  memory = load_dataset(data)
+  assert len(mapped) == len(memory.train_x) == 50
+  np.testing.assert_array_equal(mapped.rows(np.arange(50)), memory.train_x)
+  np.testing.assert_array_equal(test_x, memory.test_x)
+  os.remove(tmp_path / "train-images-idx3-ubyte")
+  write_idx(tmp_path / "train-images-idx3-ubyte.gz", train)
+  write_idx(tmp_path / "t10k-images-idx3-ubyte", test)
+  with pytest.raises(DataError, match="train-images-idx3-ubyte.gz is gzip-compressed"):
+    stream.open_mapped(dataclasses.replace(data, stream=True))
 
 
 def test_trains_on_data_larger_than_its_memory_limit(tmp_path):

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shutil
 
 import jax
 import numpy as np
@@ -65,6 +66,11 @@ def test_interrupted_then_resumed_is_bit_identical(full_run, tmp_path):
   jax.tree.map(np.testing.assert_array_equal, resumed.state.opt_state,
                full_run.state.opt_state)
   assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+  # Epoch 2 was cut at step 30 of 22..44: its train figures still cover all its
+  # steps (the checkpoint carries the epoch's sums so far), as do the others'.
+  for mine, theirs in zip(resumed.history, full_run.history):
+    figures = {k for k in theirs if k.startswith(("train/", "test/"))}
+    assert {k: mine[k] for k in figures} == {k: theirs[k] for k in figures}
 
 
 def test_load_gives_the_trained_model(full_run):
@@ -105,9 +111,51 @@ def test_other_config_is_refused(full_run):
     train_and_evaluate(cfg, progress=False)
 
 
+def test_epochs_may_grow_only_under_a_constant_rate(full_run, tmp_path):
+  shutil.copytree(full_run.dir, tmp_path / "run")
+  saved = {f: (tmp_path / "run" / f).read_bytes() for f in ("config.json", "run.json")}
+  with pytest.raises(CheckpointError, match=r"has trained 3 epochs \(step 66\); "
+                                            r"train.epochs=2 is fewer"):
+    train_and_evaluate(_cfg(tmp_path / "run", epochs=2), progress=False)
+  with pytest.raises(CheckpointError, match="train.schedule=cosine spreads its learning "
+                                            "rates over train.epochs"):
+    train_and_evaluate(_cfg(tmp_path / "run", epochs=4, schedule="cosine"), progress=False)
+  for f, content in saved.items():  # A refused resume writes nothing.
+    assert (tmp_path / "run" / f).read_bytes() == content
+
+
+def test_other_data_is_refused_before_anything_is_written(tmp_path):
+  data = tmp_path / "data.npy"
+  rng = np.random.default_rng(0)
+  np.save(data, rng.integers(0, 256, (200, 6, 6), np.uint8))
+  cfg = Config(data=DataConfig(name="npy", path=str(data)), model=ModelConfig(widths=(8, 2)),
+               train=TrainConfig(epochs=1, batch_size=32), run_dir=str(tmp_path / "run"))
+  train_and_evaluate(cfg, progress=False)
+  saved = {f: (tmp_path / "run" / f).read_bytes() for f in ("config.json", "run.json")}
+  for other, change in [(rng.integers(0, 256, (200, 6, 6), np.uint8), "data_digest"),
+                        (rng.integers(0, 256, (100, 6, 6), np.uint8), "num_train"),
+                        (rng.integers(0, 256, (200, 6, 3), np.uint8), "feature_shape")]:
+    np.save(data, other)
+    with pytest.raises(CheckpointError, match=rf"was trained on other data \(.*{change}"):
+      train_and_evaluate(cfg, progress=False)
+    for f, content in saved.items():
+      assert (tmp_path / "run" / f).read_bytes() == content
+
+
+def test_loading_leaves_a_save_in_progress_alone(full_run, tmp_path):
+  # A reader (load, eval, the apps) must not clean up the temporary folder of a
+  # checkpoint that a training process is writing (it killed that process).
+  shutil.copytree(full_run.dir, tmp_path / "run")
+  pending = tmp_path / "run" / "checkpoints" / "70.orbax-checkpoint-tmp"
+  pending.mkdir()
+  run = flaxae.load(tmp_path / "run")
+  assert pending.is_dir() and int(run.state.step) == 66
+
+
 def test_too_many_bad_steps_stop_the_run(tmp_path):
   cfg = _cfg(tmp_path, learning_rate=1e30, max_bad_steps=3, epochs=2)
-  with pytest.raises(TrainingError, match="consecutive steps had a non-finite"):
+  with pytest.raises(TrainingError, match=r"the last \d+ steps had a non-finite loss .* "
+                                          r"no checkpoint was written"):
     train_and_evaluate(cfg, progress=False)
 
 
