@@ -186,6 +186,8 @@ def _shifted(x: jnp.ndarray, dy: int, dx: int) -> jnp.ndarray:
   """``out[:, i, j] = x[:, i + dy, j + dx]``, zero outside ``x``: a slice and a
   pad, which XLA fuses into the consumer (no padded copy of ``x``)."""
   h, w = x.shape[1:3]
+  if abs(dy) >= h or abs(dx) >= w:  # A tap wider than the map: nothing of x lands.
+    return jnp.zeros_like(x)
   x = x[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)]
   pads = [(0, 0), (max(-dy, 0), max(dy, 0)), (max(-dx, 0), max(dx, 0))]
   return jnp.pad(x, pads + [(0, 0)] * (x.ndim - 3))

@@ -37,7 +37,9 @@ def test_output_side_conv_matches_flax(shape, features, k, s):
 @pytest.mark.parametrize("shape,k,s", [
     ((2, 4, 4, 3), 3, 2), ((1, 7, 5, 2), 3, 2), ((2, 2, 2, 8), 3, 2),
     ((1, 7, 5, 2), 4, 2), ((1, 7, 5, 2), 5, 2), ((2, 4, 4, 3), 3, 1),
-    ((2, 4, 4, 3), 2, 2), ((1, 7, 5, 2), 3, 3)])
+    ((2, 4, 4, 3), 2, 2), ((1, 7, 5, 2), 3, 3),
+    # Taps reaching past the whole grid (a 1×1 or 2×2 bottleneck, a large kernel).
+    ((1, 1, 1, 3), 7, 2), ((1, 2, 2, 3), 11, 2), ((2, 1, 3, 1), 4, 1)])
 def test_conv_transpose_matches_flax(shape, k, s):
   x = jax.random.normal(jax.random.key(0), shape)
   ours = layers.ConvTranspose(6, k, s)
@@ -68,7 +70,8 @@ def test_gradients_match_flax():
     ((1, 9, 7, 20), 2, 5, 3, False), ((1, 7, 5, 2), 6, 3, 2, True),
     ((1, 7, 5, 2), 6, 4, 2, True), ((1, 7, 5, 2), 6, 5, 2, True),
     ((2, 4, 4, 3), 6, 3, 1, True), ((2, 4, 4, 3), 6, 2, 2, True),
-    ((1, 7, 5, 2), 6, 3, 3, True), ((1, 3, 4, 2), 3, 1, 2, True)])
+    ((1, 7, 5, 2), 6, 3, 3, True), ((1, 3, 4, 2), 3, 1, 2, True),
+    ((1, 1, 1, 3), 2, 7, 2, True), ((1, 2, 2, 3), 2, 11, 2, True)])
 def test_hand_written_gradients_match_flax(shape, features, k, s, transpose):
   # The output-side forms have hand-written gradients (custom VJPs).
   x = jax.random.normal(jax.random.key(0), shape)
