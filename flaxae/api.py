@@ -186,11 +186,17 @@ class Run:
     ``<name>_per_seed`` (as training reports its test figures); for a run of
     one model, :meth:`evaluate` itself."""
     # pylint: disable-next=import-outside-toplevel
-    from flaxae.train.loop import across_seeds, each_seed_variables
+    from flaxae.train.loop import each_seed_variables
     if self.state is None or self.state.step.ndim == 0:
       return self.evaluate(x, noise)
+    return self._evaluate_models(x, noise, each_seed_variables(self.state))
+
+  def _evaluate_models(self, x: np.ndarray, noise: str | None,
+                       models: list[dict[str, Any]]) -> dict[str, Any]:
+    # pylint: disable-next=import-outside-toplevel
+    from flaxae.train.loop import across_seeds
     evaluate = self._evaluator(x, noise)  # One check of x, one compiled program.
-    each = [evaluate(v) for v in each_seed_variables(self.state)]
+    each = [evaluate(v) for v in models]
     return across_seeds({k: [figures[k] for figures in each] for k in each[0]})
 
   def _evaluator(self, x: np.ndarray, noise: str | None) -> Callable[[Any], dict[str, float]]:
@@ -224,9 +230,15 @@ class Run:
       raise ConfigError(f"the number of samples must be a non-negative integer, got {n!r}")
     return np.asarray(sample(self.model, self.variables, jax.random.key(seed), n))
 
-  def write_outputs(self, test_x: np.ndarray, num_images: int = 10) -> dict[str, float]:
-    """Writes ``eval.json`` and ``reconstructions.png`` for the test set."""
-    figures = self.evaluate(test_x)
+  def write_outputs(self, test_x: np.ndarray, num_images: int = 10,
+                    models: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Writes ``eval.json`` (for a run of many seeds: each figure's mean over
+    the models, ``_std`` and ``_per_seed``, as :meth:`evaluate_each`) and
+    ``reconstructions.png`` (by this Run's model) for the test set.
+    ``models``: every model's variables, gathered by the caller (in a
+    multi-host job every process must gather them; one process writes)."""
+    figures = (self.evaluate_each(test_x) if models is None
+               else self._evaluate_models(test_x, None, models))
     io.write_json(self.dir / "eval.json", figures)
     x = test_x[:num_images]
     viz.save_reconstructions(x, self.reconstruct(x), self.dir / "reconstructions.png",

@@ -28,6 +28,7 @@ from flaxae import io, kernels
 from flaxae.kernels import native
 from flaxae.data import compact
 from flaxae.config import Config, ModelConfig
+from flaxae.errors import ConfigError
 from flaxae.timing import (best_seconds, conv_macs, dense_macs, peak_rss_mb, steps_per_rep,
                            summarize, train_flops_per_sample)
 from flaxae.train import parallel
@@ -202,15 +203,23 @@ def tiled(x: np.ndarray, num: int) -> np.ndarray:
 
 def user_benchmark(cfg: Config, *, batch_sizes: tuple[int, ...] = (), samples: int = 16384,
                    reps: int = 5, inference: bool = True, roofline: bool = True,
-                   json_out: str = "") -> list[dict[str, Any]]:
+                   json_out: str = "", overwrite: bool = False) -> list[dict[str, Any]]:
   """``flaxae bench``: times ``cfg``'s model on its data at each batch size.
 
   The training set of ``cfg.data`` is repeated or cut to about ``samples``
   examples per repetition. Prints a markdown table (with the share of a
-  measured float32 matmul peak) and optionally writes the records as JSON.
+  measured float32 matmul peak) and optionally writes the records as JSON
+  (an existing ``json_out`` only with ``overwrite``, checked before timing).
   """
   from flaxae.data import load_dataset  # pylint: disable=import-outside-toplevel
   cfg = config_lib.validate(cfg)
+  for name, value in (("reps", reps), ("samples", samples)):
+    if value <= 0:
+      raise ConfigError(f"{name} must be positive, got {value}")
+  if any(bs <= 0 for bs in batch_sizes):
+    raise ConfigError(f"batch sizes must be positive, got {','.join(map(str, batch_sizes))}")
+  if json_out:
+    io.check_output(json_out, overwrite)
   parallel.use_compilation_cache(cfg.compilation_cache)
   train_x = load_dataset(cfg.data).train_x
   peak = None
@@ -248,5 +257,5 @@ def user_benchmark(cfg: Config, *, batch_sizes: tuple[int, ...] = (), samples: i
           f"{peak['jax_gflops']:.0f}{mkl_part} GFLOP/s")
   if json_out:
     io.write_json(json_out, {"config": config_lib.to_dict(cfg), "peak": peak,
-                             "results": records})
+                             "results": records}, overwrite)
   return records

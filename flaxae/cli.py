@@ -122,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
   return status if isinstance(status, int) else 0
 
 
-def bench(cfg: Annotated[Config, tyro.conf.arg(name="")], batch_sizes: tuple[int, ...] = (),
-          samples: int = 16384, reps: int = 5, json_out: str = "") -> None:
+def bench(cfg: Annotated[Config, tyro.conf.arg(name=""), tyro.conf.FlagConversionOff],
+          batch_sizes: tuple[int, ...] = (), samples: int = 16384, reps: int = 5,
+          json_out: str = "", overwrite: bool = False) -> None:
   """Measure your model's training and inference throughput on this machine.
 
   Trains on the configured data through the fused-epoch path
@@ -136,9 +137,11 @@ def bench(cfg: Annotated[Config, tyro.conf.arg(name="")], batch_sizes: tuple[int
     samples: Examples per timed epoch.
     reps: Timed epochs after the compiling one.
     json_out: Also write the records to this JSON file.
+    overwrite: Replace ``json_out`` if it exists.
   """
   from flaxae.benchmark import user_benchmark  # pylint: disable=import-outside-toplevel
-  user_benchmark(cfg, batch_sizes=batch_sizes, samples=samples, reps=reps, json_out=json_out)
+  user_benchmark(cfg, batch_sizes=batch_sizes, samples=samples, reps=reps, json_out=json_out,
+                 overwrite=overwrite)
 
 
 COMMANDS["bench"] = bench

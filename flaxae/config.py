@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from typing import Any, Literal
@@ -69,7 +70,9 @@ class ModelConfig:
       (every kind but ``vae``, whose likelihood is ``likelihood``).
     code_activation: Applied to the code: ``auto`` (``sigmoid`` for ``sparse``
       with ``sparsity=kl`` and for ``contractive``, ``relu`` for ``sparse`` with
-      ``sparsity=l1``, linear otherwise), ``linear``, ``sigmoid``, ``relu``, ``tanh``.
+      ``sparsity=l1``; otherwise linear for a dense code and a conv model's
+      ``latent_dim`` code, the hidden ``activation`` for a spatial conv code,
+      ``latent_dim=0``), ``linear``, ``sigmoid``, ``relu``, ``tanh``.
     dropout: (every kind) Dropout rate after every hidden layer, in training.
     input_noise: (every kind) Std of Gaussian noise added to the input in
       training; the target stays clean.
@@ -308,7 +311,7 @@ _NON_NEGATIVE = {
     "model.latent_dim", "train.steps_per_call", "model.input_noise",
     "model.l1_weight_penalty", "model.sparsity_weight", "model.sparse_l1",
     "model.contractive_weight", "model.beta", "model.kl_warmup_steps",
-    "model.codebook_dim", "model.commitment", "model.dead_code_restart",
+    "model.codebook_dim", "model.commitment", "model.dead_code_restart", "data.split_seed",
 }
 # Open intervals (lo, hi) and half-open [lo, hi).
 _IN_OPEN_UNIT = {"model.sparsity_target", "model.ema_decay"}
@@ -320,6 +323,9 @@ def validate(cfg: Config) -> Config:
   checks), then ranges and names that types alone cannot; returns ``cfg``."""
   from_dict(to_dict(cfg))
   flat = _flatten(to_dict(cfg))
+  for key, value in flat.items():  # NaN passes every comparison below.
+    if isinstance(value, float) and not math.isfinite(value):
+      raise ConfigError(f"{key} must be a finite number, got {value}")
   for key in _POSITIVE:
     if flat[key] <= 0:
       raise ConfigError(f"{key} must be positive, got {flat[key]}")

@@ -162,6 +162,20 @@ CASES += [
      OutputError, "name the output FILE.csv or FILE.npy"),
     ("embed: existing output", ["embed", "{w}/good", "{w}/x8.npy", "-o", "{w}/small.npy"],
      OutputError, "exists; pass --overwrite"),
+    ("detect: nan threshold", ["detect", "{w}/good", "{w}/x8.npy", "--threshold=nan"],
+     ConfigError, "the threshold must be a finite number, got nan"),
+    # Settings refused before the run directory is written (NaN passed every range
+    # check; the last two were refused only once the step was traced, after it).
+    ("nan learning rate", _train("--train.learning_rate=nan", "--run_dir={w}/o"),
+     ConfigError, "train.learning_rate must be a finite number, got nan"),
+    ("negative split seed", _train("--data.split_seed=-1", "--run_dir={w}/o"),
+     ConfigError, "data.split_seed must not be negative"),
+    ("closed-form Jacobian of a deep encoder",
+     _train("--model.kind=contractive", "--model.jacobian=closed_form", "--run_dir={w}/o"),
+     ConfigError, "model.jacobian=closed_form needs an encoder of one dense sigmoid layer"),
+    ("micro-batches larger than a device's shard",
+     _train("--train.strategy=shard_map", "--train.micro_batch_size=32", "--run_dir={w}/o"),
+     ConfigError, "does not divide the per-device batch of 16"),
 ]
 
 
@@ -204,7 +218,8 @@ def test_corpus_is_large_enough():
   assert len(CASES) >= 25
 
 
-NEEDS_FOUR_DEVICES = {"batch not divisible", "too many devices"}
+NEEDS_FOUR_DEVICES = {"batch not divisible", "too many devices",
+                      "micro-batches larger than a device's shard"}
 
 
 @pytest.mark.parametrize("name,argv,error,message", CASES, ids=[c[0] for c in CASES])

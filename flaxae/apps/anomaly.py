@@ -259,6 +259,8 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
       seed_index: Which model of a run of several seeds (None: a Run's own,
         a directory's first).
     """
+    if threshold is not None and not np.isfinite(threshold):
+      raise ConfigError(f"the threshold must be a finite number, got {threshold}")
     run = as_run(run, seed_index)
     det = cls(model=run.config.model, train=run.config.train, contamination=contamination,
               metric=metric, preprocessing="none")

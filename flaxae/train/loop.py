@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import os
 import signal
 import sys
 import time
@@ -29,13 +30,15 @@ from flaxae.checkpoint import Checkpointer
 from flaxae.config import Config
 from flaxae.data import Dataset, load_dataset
 from flaxae.data import compact, stream
+from flaxae.data.sources import DEFAULT_DIRS
 from flaxae.errors import CheckpointError, ConfigError, TrainingError
 from flaxae.models import Autoencoder, build_model
+from flaxae.objectives import contractive
 from flaxae.train import distributed, parallel
 from flaxae.train.logger import MetricsLogger
 from flaxae.train.optimizer import make_optimizer
 from flaxae.train.state import TrainState, create_state
-from flaxae.train.step import eval_step, summarize_eval, train_step
+from flaxae.train.step import eval_step, micro_batches, summarize_eval, train_step
 
 if TYPE_CHECKING:
   from flaxae.api import Run
@@ -95,6 +98,19 @@ def _check_resumable(saved: Config, cfg: Config, run_dir: Path) -> None:
         "use a new --run_dir or the same settings")
 
 
+def absolute_data_paths(cfg: Config) -> Config:
+  """``cfg`` with its data file or folder as an absolute path (the default
+  folder of mnist / fashion_mnist too, where it exists), so that the run
+  directory can be evaluated, used and resumed from any working directory."""
+  data = cfg.data
+  folder = data.dir
+  if not folder and data.name in DEFAULT_DIRS and Path(DEFAULT_DIRS[data.name]).is_dir():
+    folder = DEFAULT_DIRS[data.name]
+  data = dataclasses.replace(data, dir=os.path.abspath(folder) if folder else "",
+                             path=os.path.abspath(data.path) if data.path else "")
+  return dataclasses.replace(cfg, data=data)
+
+
 def read_config(run_dir: str | Path) -> Config:
   path = Path(run_dir) / CONFIG_FILE
   if not path.exists():
@@ -119,6 +135,16 @@ def data_digest(train_set: Any, test_x: np.ndarray) -> str:
     h.update(repr(part.shape).encode())
     h.update(part.tobytes())
   return h.hexdigest()
+
+
+def _has_checkpoint(run_dir: Path) -> bool:
+  """Whether ``run_dir`` holds a finished checkpoint (a folder named by its
+  step; Orbax renames it so when complete). A directory without one (a first
+  attempt that stopped before its first save) has nothing to resume, and is
+  reused as it is. Read from the file system, not by Orbax, whose manager
+  synchronises the processes of a multi-host job: only some of them may ask."""
+  folder = run_dir / CHECKPOINT_DIR
+  return folder.is_dir() and any(p.name.isdigit() and p.is_dir() for p in folder.iterdir())
 
 
 def _check_same_data(run_dir: Path, info: dict[str, Any]) -> None:
@@ -184,6 +210,14 @@ def setup(cfg: Config, feature_shape: tuple[int, ...], num_examples: int) -> Set
   parallel.check_batch(batch_size, mesh, num_examples)
   model, objective, tx, init, abstract = build(
       cfg, feature_shape, num_examples // batch_size, mesh)
+  # Settings the step would refuse only once traced, refused here (before the
+  # run directory is written): the micro-batches of a step's own batch (a
+  # device's shard under shard_map), and the contractive penalty's method.
+  per_step = (batch_size // mesh.shape[parallel.DATA_AXIS]
+              if cfg.train.strategy == "shard_map" else batch_size)
+  micro_batches(per_step, cfg.train.micro_batch_size, cfg.model)
+  if cfg.model.kind == "contractive":
+    contractive.resolve_method(model, cfg.model.jacobian)
   state_sharding = jax.tree.map(lambda x: x.sharding, abstract)
   step_fn = functools.partial(train_step, model=model, objective=objective, tx=tx,
                               cfg=cfg.model, micro_batch_size=cfg.train.micro_batch_size)
@@ -270,8 +304,10 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
   parallel.use_compilation_cache(cfg.compilation_cache)
   main_process = distributed.is_main_process()
   run_dir = Path(cfg.resolved_run_dir())
-  if (run_dir / CONFIG_FILE).exists():
-    _check_resumable(read_config(run_dir), cfg, run_dir)
+  cfg = absolute_data_paths(cfg)
+  resuming = (run_dir / CONFIG_FILE).exists() and _has_checkpoint(run_dir)
+  if resuming:  # (Runs saved before paths were absolute: theirs as seen from here.)
+    _check_resumable(absolute_data_paths(read_config(run_dir)), cfg, run_dir)
   if cfg.data.stream:  # The training set stays in its file, memory-mapped.
     if cfg.train.num_seeds > 1:
       raise ConfigError("data.stream reads one data order; set train.num_seeds=1 "
@@ -299,7 +335,7 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
       "data_digest": data_digest(train_set, test_x),
       "fingerprint": config_lib.fingerprint(cfg),
   }
-  if (run_dir / RUN_FILE).exists():
+  if resuming and (run_dir / RUN_FILE).exists():
     _check_same_data(run_dir, info)
 
   # --- Evaluation ---------------------------------------------------------------
@@ -423,8 +459,11 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
   run = Run(run_dir, cfg, model, variables,
             history, state=state, interrupted_by=stop.signum)
   # --- Outputs --------------------------------------------------------------
-  if step == schedule.total_steps and main_process:
-    run.write_outputs(test_x)
+  if step == schedule.total_steps:
+    # Every process gathers the models (a collective); one writes.
+    models = each_seed_variables(state) if cfg.train.num_seeds > 1 else None
+    if main_process:
+      run.write_outputs(test_x, models=models)
   return run
 
 

@@ -236,6 +236,18 @@ def test_cli_bench(tmp_path, capsys):
   assert status == 0
   assert f"| 16 | {jax.device_count()} |" in capsys.readouterr().out
   assert [r["batch_size"] for r in json.loads(out.read_text())["results"]] == [16]
+  # An existing file is replaced only with --overwrite, and refused before any
+  # timing; bad counts are one-line errors; true/false options read as train's.
+  before = out.read_bytes()
+  for argv, message in [([f"--json_out={out}"], "exists"), (["--reps=0"], "reps must be"),
+                        (["--batch_sizes=0"], "batch sizes must be positive")]:
+    assert cli.main(["bench", "--model.widths=16,4", "--samples=32", *argv]) == 2
+    assert message in capsys.readouterr().err
+  assert out.read_bytes() == before
+  assert cli.main(["bench", "--model.widths=16,4", "--batch_sizes=16", "--samples=32",
+                   "--reps=1", "--data.binarize=True", f"--json_out={out}",
+                   "--overwrite"]) == 0
+  assert json.loads(out.read_text())["config"]["data"]["binarize"] is True
 
 
 def test_cli_bench_many_seeds_counts_every_model(tmp_path):

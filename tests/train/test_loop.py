@@ -142,6 +142,33 @@ def test_other_data_is_refused_before_anything_is_written(tmp_path):
       assert (tmp_path / "run" / f).read_bytes() == content
 
 
+def test_a_directory_without_a_checkpoint_is_reused(tmp_path):
+  # A first attempt that stopped before its first checkpoint has nothing to
+  # resume: another config may take the directory (it was refused as "made with
+  # another config", which left the user stuck with a directory of nothing).
+  train_and_evaluate(_cfg(tmp_path, epochs=1), progress=False, stop_after_steps=0)
+  assert (tmp_path / "config.json").exists() and not any((tmp_path / "checkpoints").iterdir())
+  cfg = dataclasses.replace(_cfg(tmp_path, epochs=1), model=ModelConfig(widths=(16, 4)))
+  run = train_and_evaluate(cfg, progress=False)
+  assert json.loads((tmp_path / "config.json").read_text())["model"]["widths"] == [16, 4]
+  assert int(run.state.step) == 22
+
+
+def test_data_paths_are_stored_absolute(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  np.save(tmp_path / "x.npy", np.random.default_rng(0).integers(0, 256, (100, 4, 4), np.uint8))
+  cfg = Config(data=DataConfig(name="npy", path="x.npy"), model=ModelConfig(widths=(4, 2)),
+               train=TrainConfig(epochs=1, batch_size=32), run_dir="run")
+  train_and_evaluate(cfg, progress=False)
+  saved = json.loads((tmp_path / "run" / "config.json").read_text())["data"]["path"]
+  assert saved == str(tmp_path / "x.npy")
+  train_and_evaluate(cfg, progress=False)  # The same relative config still resumes.
+  (tmp_path / "elsewhere").mkdir()
+  monkeypatch.chdir(tmp_path / "elsewhere")  # Evaluated from another directory.
+  from flaxae import cli  # pylint: disable=import-outside-toplevel
+  assert cli.main(["eval", str(tmp_path / "run")]) == 0
+
+
 def test_loading_leaves_a_save_in_progress_alone(full_run, tmp_path):
   # A reader (load, eval, the apps) must not clean up the temporary folder of a
   # checkpoint that a training process is writing (it killed that process).

@@ -101,6 +101,16 @@ def test_apps_take_a_seed_index(together, tmp_path, capsys):
   assert "seed_index 3 is out of range" in capsys.readouterr().err
 
 
+def test_eval_json_holds_every_model(together):
+  # It once held model 0's figures alone, beside metrics.jsonl's means.
+  from flaxae.data import load_dataset  # pylint: disable=import-outside-toplevel
+  figures = json.loads((together.dir / "eval.json").read_text())
+  test_x = load_dataset(together.config.data).test_x
+  assert figures == flaxae.load(together.dir).evaluate_each(test_x)
+  assert len(figures["bce_per_seed"]) == 3
+  assert figures["bce"] == pytest.approx(together.history[-1]["test/bce"])
+
+
 def test_seed_index_out_of_range(together):
   with pytest.raises(flaxae.errors.ConfigError, match="seed_index 3 is out of range"):
     flaxae.load(together.dir, seed_index=3)
