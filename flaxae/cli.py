@@ -7,6 +7,7 @@ fix are one line on stderr and exit status 2; ``--debug`` shows the traceback.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import typing
@@ -14,6 +15,7 @@ from typing import Annotated
 
 import tyro
 
+from flaxae import config as config_lib
 from flaxae.config import Config
 from flaxae.errors import FlaxaeError
 
@@ -43,6 +45,8 @@ def train(cfg: Annotated[Config, tyro.conf.arg(name=""), tyro.conf.FlagConversio
           progress: bool = True) -> int:
   """Train an autoencoder (or resume the run in --run_dir).
 
+  ``--config=FILE.json`` (a run's config.json, or its run directory) starts
+  from a saved config instead of the defaults; the other options override it.
   Ctrl-C or SIGTERM saves a checkpoint at the current step and exits with
   128 + the signal number; the same command resumes.
   """
@@ -103,13 +107,35 @@ def evaluate(run_dir: tyro.conf.Positional[str], json_out: str = "",
 COMMANDS = {"train": train, "eval": evaluate}
 
 
+def _config_file(argv: list[str]) -> tuple[list[str], dict[str, typing.Callable]]:
+  """``train`` and ``bench`` with ``--config=FILE``: that config becomes the
+  defaults the other options override (tyro reads a partial's arguments as
+  defaults); the commands and the arguments left for tyro."""
+  if not argv or argv[0] not in CONFIG_COMMANDS:
+    return argv, COMMANDS
+  rest, path = argv[:1], None
+  args = iter(argv[1:])
+  for a in args:
+    if a.startswith("--config="):
+      path = a.split("=", 1)[1]
+    elif a == "--config":
+      path = next(args, "")
+    else:
+      rest.append(a)
+  if path is None:
+    return argv, COMMANDS
+  command = functools.partial(COMMANDS[argv[0]], cfg=config_lib.read(path))
+  return rest, {**COMMANDS, argv[0]: command}
+
+
 def main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   debug = "--debug" in argv
   argv = [a for a in argv if a != "--debug"]
   try:
+    argv, commands = _config_file(argv)
     status = tyro.extras.subcommand_cli_from_dict(
-        COMMANDS, args=argv, prog="flaxae", use_underscores=True, registry=_registry,
+        commands, args=argv, prog="flaxae", use_underscores=True, registry=_registry,
         description="Autoencoders in JAX/Flax. Add --debug to any command for tracebacks.")
   except FlaxaeError as e:
     if debug:
@@ -145,6 +171,7 @@ def bench(cfg: Annotated[Config, tyro.conf.arg(name=""), tyro.conf.FlagConversio
 
 
 COMMANDS["bench"] = bench
+CONFIG_COMMANDS = ("train", "bench")  # The commands that take --config=FILE.
 
 
 _RunDir = Annotated[str, tyro.conf.arg(metavar="RUN_DIR"), tyro.conf.Positional]
@@ -265,6 +292,45 @@ def embed(run_dir: _RunDir,
 
 
 COMMANDS["embed"] = embed
+
+
+def plot(run_dir: _RunDir,
+         what: Annotated[typing.Literal["latent", "grid", "interpolate", "traverse", "samples",
+                                        "reconstructions", "loss"],
+                         tyro.conf.arg(metavar="WHAT"), tyro.conf.Positional],
+         output: _Output, n: int = 0, method: str = "",
+         examples: tuple[int, ...] = (0, 1), seed: int = 0, overwrite: bool = False,
+         seed_index: int = 0) -> None:
+  """Draw a picture of a trained run: its latent space, generations, reconstructions.
+
+  WHAT: ``latent`` (the test codes in 2-D, coloured by label), ``grid`` (decoded
+  latent plane), ``interpolate`` (between two test examples), ``traverse`` (one
+  code dimension at a time), ``samples`` (a VAE's prior), ``reconstructions``,
+  ``loss`` (training curves). See ``flaxae.apps.pictures``.
+
+  Args:
+    run_dir: The run directory.
+    what: The picture.
+    output: The file (.png, .pdf or .svg).
+    n: How many test codes (latent), grid side, steps or images; 0: the
+      picture's default.
+    method: latent: auto, pca, tsne or direct; interpolate: linear or slerp.
+    examples: Test examples: interpolate's two ends, traverse's start.
+    seed: Seed of samples, of t-SNE and of latent's choice of codes.
+    overwrite: Replace ``output`` if it exists.
+    seed_index: Which model of a run of several seeds (train.num_seeds) to draw.
+  """
+  # pylint: disable=import-outside-toplevel
+  from flaxae import io
+  from flaxae.api import load
+  from flaxae.apps import pictures
+  io.check_output(output, overwrite)
+  run = load(run_dir, seed_index=seed_index)
+  pictures.draw(run, what, output, n=n, method=method, examples=examples, seed=seed)
+  print(f"wrote {output}: {what} of {run.dir}")
+
+
+COMMANDS["plot"] = plot
 
 
 if __name__ == "__main__":

@@ -11,8 +11,10 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import types
 import typing
+from pathlib import Path
 from typing import Any, Literal
 
 from flaxae.errors import ConfigError
@@ -392,6 +394,21 @@ def from_dict(d: dict[str, Any], cls: type = Config) -> Any:
   for key, value in d.items():
     kwargs[key] = _coerce(value, hints[key], f"{cls.__name__}.{key}")
   return cls(**kwargs)
+
+
+def read(path: str | os.PathLike) -> Config:
+  """The config in a JSON file (a run's ``config.json``; or a run directory,
+  for its ``config.json``); a ConfigError naming what is wrong with it."""
+  path = Path(path)
+  if path.is_dir():
+    path = path / "config.json"
+  try:
+    d = json.loads(path.read_text())
+  except FileNotFoundError as e:
+    raise ConfigError(f"config file {path} does not exist") from e
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ConfigError(f"cannot read config file {path}: {e}") from e
+  return from_dict(d)
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:

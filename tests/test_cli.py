@@ -41,6 +41,17 @@ def test_train_again_resumes_and_more_epochs_continue(trained):
   assert [json.loads(l)["epoch"] for l in lines] == [1, 2, 3]
 
 
+def test_a_saved_config_is_the_defaults_options_override(trained, tmp_path):
+  run_dir, _ = trained
+  out = flaxae("train", f"--config={run_dir}", f"--run_dir={tmp_path / 'again'}",
+               "--train.epochs=1", "--no-progress")
+  assert out.returncode == 0, out.stderr
+  saved = json.loads((run_dir / "config.json").read_text())
+  again = json.loads((tmp_path / "again" / "config.json").read_text())
+  assert again["model"] == saved["model"] and again["model"]["widths"] == [64, 32, 8]
+  assert again["train"] == {**saved["train"], "epochs": 1}
+
+
 def test_eval(trained, tmp_path):
   run_dir, _ = trained
   out = flaxae("eval", str(run_dir), f"--json_out={tmp_path / 'e.json'}")
@@ -64,6 +75,7 @@ def test_help_lists_options_with_defaults():
     (["train", "--data.name=nope"], "nope"),
     (["train", "--train.epochs=0"], "train.epochs must be positive"),
     (["eval", "/nonexistent/run"], "not a flaxae run directory"),
+    (["train", "--config=/nonexistent/c.json"], "config file /nonexistent/c.json does not"),
 ])
 def test_user_errors_are_one_line_and_status_2(args, message):
   out = flaxae(*args)
