@@ -49,6 +49,10 @@ def train(cfg: Annotated[Config, tyro.conf.arg(name=""), tyro.conf.FlagConversio
   from a saved config instead of the defaults; the other options override it.
   Ctrl-C or SIGTERM saves a checkpoint at the current step and exits with
   128 + the signal number; the same command resumes.
+
+  Args:
+    cfg: The run's data, model, training, checkpoint and distributed settings.
+    progress: Show a progress bar on stderr.
   """
   from flaxae.api import fit  # pylint: disable=import-outside-toplevel
   run = fit(cfg, progress=progress)
@@ -156,6 +160,9 @@ def bench(cfg: Annotated[Config, tyro.conf.arg(name=""), tyro.conf.FlagConversio
   Trains on the configured data through the fused-epoch path
   (:mod:`flaxae.benchmark`); compile time apart, the median of ``reps``
   epochs of about ``samples`` examples, and % of a measured matmul peak.
+  Only the data, model and train settings (and compilation_cache) are used:
+  bench writes no run directory, so run_dir, profile, checkpoint and
+  distributed are ignored.
 
   Args:
     cfg: The model, data and training settings to measure.
@@ -185,7 +192,7 @@ def compress(run_dir: _RunDir,
   """Compress images (.npy, .npz or IDX) to a binary file with a trained run.
 
   Prints the file's bits per pixel, compression ratio against raw uint8,
-  PSNR and SSIM. The format is described in ``flaxae.apps.compress``.
+  PSNR and SSIM. The file format is described in ``flaxae.apps.container``.
 
   Args:
     run_dir: The run directory.
