@@ -17,7 +17,7 @@ import tyro
 
 from flaxae import config as config_lib
 from flaxae.config import Config
-from flaxae.errors import FlaxaeError
+from flaxae.errors import ConfigError, FlaxaeError
 
 _registry = tyro.constructors.ConstructorRegistry()
 
@@ -128,6 +128,8 @@ def _config_file(argv: list[str]) -> tuple[list[str], dict[str, typing.Callable]
       rest.append(a)
   if path is None:
     return argv, COMMANDS
+  if not path:
+    raise ConfigError("--config needs a file: a run's config.json, or its run directory")
   command = functools.partial(COMMANDS[argv[0]], cfg=config_lib.read(path))
   return rest, {**COMMANDS, argv[0]: command}
 

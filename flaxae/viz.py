@@ -15,7 +15,8 @@ from flaxae.errors import ConfigError, DataError, ShapeError  # pylint: disable=
 
 
 def _as_images(x: np.ndarray, image_shape: tuple[int, ...] | None) -> np.ndarray:
-  """``(N, H, W)`` or ``(N, H, W, 3)`` for imshow, from images or vectors."""
+  """``(N, H, W)`` or ``(N, H, W, 3)`` for imshow, from images or vectors
+  (images of 2 or more than 3 channels: each channel in grey, side by side)."""
   x = np.asarray(x, np.float32)
   if x.ndim < 2 or not len(x):
     raise DataError(f"no images to draw (an array of shape {x.shape}; images are (N, ...))")
@@ -28,6 +29,9 @@ def _as_images(x: np.ndarray, image_shape: tuple[int, ...] | None) -> np.ndarray
     x = x.reshape(len(x), side, side)
   if x.ndim == 4 and x.shape[-1] == 1:
     x = x[..., 0]
+  elif x.ndim == 4 and x.shape[-1] != 3:  # Not grey, not RGB: its channels side by side.
+    n, h, w, c = x.shape
+    x = x.transpose(0, 1, 3, 2).reshape(n, h, c * w)
   return np.clip(x, 0.0, 1.0)
 
 

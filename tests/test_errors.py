@@ -162,6 +162,8 @@ CASES += [
      OutputError, "name the output FILE.csv or FILE.npy"),
     ("embed: existing output", ["embed", "{w}/good", "{w}/x8.npy", "-o", "{w}/small.npy"],
      OutputError, "exists; pass --overwrite"),
+    ("train: --config of nothing", ["train", "--config="], ConfigError,
+     "--config needs a file"),
     ("detect: nan threshold", ["detect", "{w}/good", "{w}/x8.npy", "--threshold=nan"],
      ConfigError, "the threshold must be a finite number, got nan"),
     # Settings refused before the run directory is written (NaN passed every range

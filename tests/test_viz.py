@@ -73,6 +73,17 @@ def test_a_collapsed_latent_space_is_one_point(tmp_path, method):
   viz.save_latent_scatter(np.ones((50, 4)), None, tmp_path / "l.png", method=method)
 
 
+def test_images_of_two_or_many_channels_show_each_channel(tmp_path):
+  # imshow takes grey, RGB or RGBA only: 2 channels crashed a run's last step.
+  x = RNG.random((3, 4, 5, 2))
+  images = viz._as_images(x, None)  # pylint: disable=protected-access
+  assert images.shape == (3, 4, 10)
+  np.testing.assert_allclose(images[:, :, 5:], x[..., 1], rtol=1e-6)
+  viz.save_reconstructions(x, x, tmp_path / "r.png", image_shape=(4, 5, 2))
+  viz.save_mosaic(RNG.random((2, 3, 4, 5, 4)), tmp_path / "m.png")
+  assert _png(tmp_path / "r.png").size and _png(tmp_path / "m.png").size
+
+
 def test_what_cannot_be_drawn_is_named(tmp_path):
   with pytest.raises(ShapeError, match="at least 2 values"):
     viz.project_2d(np.zeros((10, 1)))

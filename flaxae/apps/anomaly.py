@@ -354,6 +354,9 @@ def detect(run: Run | str | os.PathLike, x: Any, contamination: float = 0.1,
   ``1 - contamination`` quantile of the scores of the run's training set."""
   det = AutoencoderDetector.from_run(run, contamination=contamination, metric=metric,
                                      threshold=threshold, seed_index=seed_index)
+  x = np.asarray(x)
+  if x.shape in layouts(det.feature_shape_):  # One example, as the Run's methods take it.
+    x = x[None]
   scores = det.anomaly_score(x)
   return Detection(scores, (scores > det.threshold_).astype(np.int64), det.threshold_)
 

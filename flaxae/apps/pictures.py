@@ -67,7 +67,7 @@ def draw(run: Run, what: str, path: str | os.PathLike, *, n: int = 0, method: st
     method: ``latent``: auto, pca, tsne or direct; ``interpolate``: linear or
       slerp; empty: the picture's default.
     examples: Test examples: the two ends of ``interpolate``, the start of
-      ``traverse``.
+      ``traverse`` (the first).
     seed: Seed of ``samples``, of t-SNE and of the choice of ``latent``'s codes.
 
   Returns:
@@ -82,8 +82,12 @@ def draw(run: Run, what: str, path: str | os.PathLike, *, n: int = 0, method: st
   if method and method not in methods:
     known = f"one of {', '.join(methods)}" if methods else "none"
     raise ConfigError(f"picture {what} takes method {known}, got {method!r}")
-  if n < 0 or (what in ("grid", "interpolate", "traverse") and n == 1):
-    raise ConfigError(f"n must be 0 (the default) or at least 2, got {n}")
+  if n < 0:
+    raise ConfigError(f"n must not be negative, got {n}")
+  if what in ("grid", "interpolate", "traverse") and n == 1:
+    raise ConfigError(f"{what} needs n of at least 2 (0: the default), got {n}")
+  if not 0 <= seed < 2**32:
+    raise ConfigError(f"seed must be in [0, 2**32), got {seed}")
   n = n or DEFAULT_N[what]
   shape = run.feature_shape
   name = f"{run.config.model.kind} {run.config.model.arch} AE"
@@ -115,6 +119,8 @@ def draw(run: Run, what: str, path: str | os.PathLike, *, n: int = 0, method: st
                       title=f"{name}: {method} path from example {examples[0]} to "
                             f"{examples[1]}")
     else:  # traverse
+      if not examples:
+        raise ConfigError("traverse needs an example to start from (the first of examples)")
       start = _example(x, examples[0])
       images = generate.traverse(run, start, n=n)
       viz.save_mosaic(images, path, image_shape=shape,

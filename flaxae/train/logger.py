@@ -24,10 +24,8 @@ class MetricsLogger:
   def __init__(self, run_dir: str | os.PathLike, enabled: bool = True):
     self.path = Path(run_dir) / "metrics.jsonl"
     self.enabled = enabled
-    self._tb = None
-    if enabled:
-      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+    self._tb_dir = Path(run_dir) / "tensorboard"
+    self._tb = None  # Opened at the first record: a refused run writes no event file.
 
   def history(self) -> list[dict[str, Any]]:
     """The records written so far; a CheckpointError naming the line of a
@@ -63,6 +61,9 @@ class MetricsLogger:
       return
     old = self.path.read_text() if self.path.exists() else ""
     io.write_text(self.path, old + json.dumps(record) + "\n")
+    if self._tb is None:
+      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+      self._tb = SummaryWriter(str(self._tb_dir))
     for k, v in record.items():
       if k != "step" and isinstance(v, (int, float)):
         self._tb.add_scalar(k, v, record["step"])

@@ -303,9 +303,14 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
   distributed.initialize(cfg.distributed)
   parallel.use_compilation_cache(cfg.compilation_cache)
   main_process = distributed.is_main_process()
-  run_dir = Path(cfg.resolved_run_dir())
-  cfg = absolute_data_paths(cfg)
-  resuming = (run_dir / CONFIG_FILE).exists() and _has_checkpoint(run_dir)
+  # Paths absolute, in config.json too: a run is used and resumed from anywhere.
+  run_dir = Path(cfg.resolved_run_dir()).absolute()
+  cfg = dataclasses.replace(absolute_data_paths(cfg), run_dir=str(run_dir))
+  resuming = _has_checkpoint(run_dir)
+  if resuming and not (run_dir / CONFIG_FILE).exists():
+    raise CheckpointError(
+        f"run directory {run_dir} has checkpoints but no {CONFIG_FILE} to check a resume "
+        "against; restore the file or use a new --run_dir")
   if resuming:  # (Runs saved before paths were absolute: theirs as seen from here.)
     _check_resumable(absolute_data_paths(read_config(run_dir)), cfg, run_dir)
   if cfg.data.stream:  # The training set stays in its file, memory-mapped.
@@ -360,8 +365,9 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
   if step > schedule.total_steps:
     ckpt.close()
     raise CheckpointError(
-        f"run directory {run_dir} has trained {step // steps_per_epoch} epochs "
-        f"(step {step}); train.epochs={cfg.train.epochs} is fewer")
+        f"run directory {run_dir} has trained to step {step} "
+        f"({step / steps_per_epoch:g} epochs of {steps_per_epoch} steps); "
+        f"train.epochs={cfg.train.epochs} ends at step {schedule.total_steps}")
 
   # --- Run directory: written once the run is known to resume (or begin) -----
   if main_process:

@@ -109,6 +109,17 @@ def test_from_run(digits_run, digits):
   assert roc_auc_score(np.r_[np.zeros(50), np.ones(50)], scores) > 0.9
 
 
+def test_detect_takes_one_example_as_the_run_does(digits_run, digits):
+  # The scikit-learn estimator wants a batch; detect (and flaxae detect's
+  # one-example files) takes one example in any layout, as Run.encode does.
+  from flaxae.apps import anomaly  # pylint: disable=import-outside-toplevel
+  batch = anomaly.detect(digits_run, digits.test_x[:3])
+  for one in (digits.test_x[1], digits.test_x[1, ..., 0], digits.test_x[1].ravel()):
+    found = anomaly.detect(digits_run, one)
+    assert found.scores.shape == (1,) and found.threshold == batch.threshold
+    np.testing.assert_allclose(found.scores, batch.scores[1:2], rtol=1e-5)
+
+
 def test_uint8_images_and_run_dir(one_class, digits):
   assert one_class.preprocessing_ == "none" and one_class.feature_shape_ == (8, 8, 1)
   x = np.rint(digits.test_x[:30] * 255).astype(np.uint8)

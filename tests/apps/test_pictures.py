@@ -73,6 +73,9 @@ def test_every_picture_from_the_command_line(digits_run, tmp_path, capsys):
     ({"what": "traverse", "examples": (10**6,)}, DataError, "outside the test set"),
     ({"what": "interpolate", "examples": (1,)}, ConfigError, "needs two examples"),
     ({"what": "latent", "name": "p.npy"}, OutputError, "name the picture FILE.png"),
+    ({"what": "latent", "seed": -1}, ConfigError, "seed must be in"),
+    ({"what": "traverse", "examples": ()}, ConfigError, "needs an example to start from"),
+    ({"what": "reconstructions", "n": -3}, ConfigError, "n must not be negative"),
 ])
 def test_bad_requests_are_named_and_write_nothing(digits_run, tmp_path, kwargs, error,
                                                   message):

@@ -114,14 +114,18 @@ def test_other_config_is_refused(full_run):
 def test_epochs_may_grow_only_under_a_constant_rate(full_run, tmp_path):
   shutil.copytree(full_run.dir, tmp_path / "run")
   saved = {f: (tmp_path / "run" / f).read_bytes() for f in ("config.json", "run.json")}
-  with pytest.raises(CheckpointError, match=r"has trained 3 epochs \(step 66\); "
-                                            r"train.epochs=2 is fewer"):
+  with pytest.raises(CheckpointError, match=r"has trained to step 66 \(3 epochs of 22 steps\); "
+                                            r"train.epochs=2 ends at step 44"):
     train_and_evaluate(_cfg(tmp_path / "run", epochs=2), progress=False)
   with pytest.raises(CheckpointError, match="train.schedule=cosine spreads its learning "
                                             "rates over train.epochs"):
     train_and_evaluate(_cfg(tmp_path / "run", epochs=4, schedule="cosine"), progress=False)
   for f, content in saved.items():  # A refused resume writes nothing.
     assert (tmp_path / "run" / f).read_bytes() == content
+  assert len(list((tmp_path / "run" / "tensorboard").iterdir())) == 1  # No new event file.
+  (tmp_path / "run" / "config.json").unlink()  # Checkpoints with nothing to check against.
+  with pytest.raises(CheckpointError, match="has checkpoints but no config.json"):
+    train_and_evaluate(_cfg(tmp_path / "run", epochs=4), progress=False)
 
 
 def test_other_data_is_refused_before_anything_is_written(tmp_path):
