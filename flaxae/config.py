@@ -396,18 +396,22 @@ def from_dict(d: dict[str, Any], cls: type = Config) -> Any:
   return cls(**kwargs)
 
 
-def read(path: str | os.PathLike) -> Config:
+def read(path: str | os.PathLike, error: type[Exception] = ConfigError) -> Config:
   """The config in a JSON file (a run's ``config.json``; or a run directory,
-  for its ``config.json``); a ConfigError naming what is wrong with it."""
+  for its ``config.json``). A file that is missing or not JSON raises
+  ``error`` naming it (a run directory's reader raises a CheckpointError);
+  one that is not a config, a ConfigError."""
   path = Path(path)
   if path.is_dir():
     path = path / "config.json"
   try:
     d = json.loads(path.read_text())
   except FileNotFoundError as e:
-    raise ConfigError(f"config file {path} does not exist") from e
-  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise ConfigError(f"cannot read config file {path}: {e}") from e
+    raise error(f"config file {path} does not exist") from e
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise error(f"{path} is not valid JSON ({e})") from e
+  except OSError as e:
+    raise error(f"cannot read config file {path}: {e.strerror or e}") from e
   return from_dict(d)
 
 

@@ -115,10 +115,7 @@ def read_config(run_dir: str | Path) -> Config:
   path = Path(run_dir) / CONFIG_FILE
   if not path.exists():
     raise CheckpointError(f"{run_dir} is not a flaxae run directory (no {CONFIG_FILE})")
-  try:
-    return config_lib.from_dict(json.loads(path.read_text()))
-  except json.JSONDecodeError as e:
-    raise CheckpointError(f"{path} is not valid JSON ({e})") from e
+  return config_lib.read(path, error=CheckpointError)
 
 
 def data_digest(train_set: Any, test_x: np.ndarray) -> str:
