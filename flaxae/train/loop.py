@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
-import os
 import signal
 import sys
 import time
@@ -30,22 +28,20 @@ from flaxae.checkpoint import Checkpointer
 from flaxae.config import Config
 from flaxae.data import Dataset, load_dataset
 from flaxae.data import compact, stream
-from flaxae.data.sources import DEFAULT_DIRS
 from flaxae.errors import CheckpointError, ConfigError, TrainingError
 from flaxae.models import Autoencoder, build_model
 from flaxae.objectives import contractive
 from flaxae.train import distributed, parallel
 from flaxae.train.logger import MetricsLogger
+from flaxae.train.rundir import (
+    CHECKPOINT_DIR, CONFIG_FILE, RUN_FILE, absolute_data_paths, check_resumable,
+    check_same_data, data_digest, has_checkpoint, read_config)
 from flaxae.train.optimizer import make_optimizer
 from flaxae.train.state import TrainState, create_state
 from flaxae.train.step import eval_step, micro_batches, summarize_eval, train_step
 
 if TYPE_CHECKING:
   from flaxae.api import Run
-
-CONFIG_FILE = "config.json"
-RUN_FILE = "run.json"
-CHECKPOINT_DIR = "checkpoints"
 
 
 @dataclasses.dataclass
@@ -74,89 +70,6 @@ class Schedule:
     if self.checkpoint_every:
       return step % self.checkpoint_every == 0
     return step % self.steps_per_epoch == 0
-
-
-def _check_resumable(saved: Config, cfg: Config, run_dir: Path) -> None:
-  """A run directory only resumes the run that made it. ``train.epochs`` may
-  change under a constant learning rate (a schedule that decays over the
-  epochs would change the steps already taken)."""
-  mine = config_lib.to_dict(cfg)
-  theirs = config_lib.to_dict(saved)
-  diffs = []
-  for section in ("data", "model", "train"):
-    for key, value in mine[section].items():
-      if section == "train" and key == "epochs" and cfg.train.schedule == "constant":
-        continue
-      if theirs[section].get(key) != value:
-        diffs.append(f"{section}.{key}: {theirs[section].get(key)!r} → {value!r}")
-  if any(d.startswith("train.epochs:") for d in diffs):
-    diffs.append(f"train.schedule={cfg.train.schedule} spreads its learning rates over "
-                 "train.epochs, so the epochs cannot change")
-  if diffs:
-    raise CheckpointError(
-        f"run directory {run_dir} was made with another config ({'; '.join(diffs)}); "
-        "use a new --run_dir or the same settings")
-
-
-def absolute_data_paths(cfg: Config) -> Config:
-  """``cfg`` with its data file or folder as an absolute path (the default
-  folder of mnist / fashion_mnist too, where it exists), so that the run
-  directory can be evaluated, used and resumed from any working directory."""
-  data = cfg.data
-  folder = data.dir
-  if not folder and data.name in DEFAULT_DIRS and Path(DEFAULT_DIRS[data.name]).is_dir():
-    folder = DEFAULT_DIRS[data.name]
-  data = dataclasses.replace(data, dir=os.path.abspath(folder) if folder else "",
-                             path=os.path.abspath(data.path) if data.path else "")
-  return dataclasses.replace(cfg, data=data)
-
-
-def read_config(run_dir: str | Path) -> Config:
-  path = Path(run_dir) / CONFIG_FILE
-  if not path.exists():
-    raise CheckpointError(f"{run_dir} is not a flaxae run directory (no {CONFIG_FILE})")
-  return config_lib.read(path, error=CheckpointError)
-
-
-def data_digest(train_set: Any, test_x: np.ndarray) -> str:
-  """A digest of the data a run trains on: 64 training rows spread over the
-  set and the first 64 test rows, as the model sees them (float32), so that a
-  run directory is not resumed on other data of the same shape."""
-  n = len(train_set)
-  positions = np.unique(np.linspace(0, n - 1, min(n, 64)).astype(np.int64))
-  rows = train_set.rows(positions) if isinstance(train_set, stream.MappedSet) else (
-      train_set[positions])
-  h = hashlib.blake2b(digest_size=8)
-  for part in (rows, test_x[:64]):
-    part = np.ascontiguousarray(part, np.float32)
-    h.update(repr(part.shape).encode())
-    h.update(part.tobytes())
-  return h.hexdigest()
-
-
-def _has_checkpoint(run_dir: Path) -> bool:
-  """Whether ``run_dir`` holds a finished checkpoint (a folder named by its
-  step; Orbax renames it so when complete). A directory without one (a first
-  attempt that stopped before its first save) has nothing to resume, and is
-  reused as it is. Read from the file system, not by Orbax, whose manager
-  synchronises the processes of a multi-host job: only some of them may ask."""
-  folder = run_dir / CHECKPOINT_DIR
-  return folder.is_dir() and any(p.name.isdigit() and p.is_dir() for p in folder.iterdir())
-
-
-def _check_same_data(run_dir: Path, info: dict[str, Any]) -> None:
-  """Refuses to resume a run directory on data other than its own."""
-  path = run_dir / RUN_FILE
-  try:
-    saved = json.loads(path.read_text())
-  except (OSError, json.JSONDecodeError) as e:
-    raise CheckpointError(f"{path} is damaged ({e}); use a new --run_dir") from e
-  diffs = [f"{key}: {saved[key]} → {value}" for key, value in info.items()
-           if key in saved and key != "fingerprint" and saved[key] != value]
-  if diffs:
-    raise CheckpointError(
-        f"run directory {run_dir} was trained on other data ({'; '.join(diffs)}); "
-        "use a new --run_dir or the run's own data")
 
 
 def build(cfg: Config, feature_shape: tuple[int, ...], steps_per_epoch: int,
@@ -303,13 +216,13 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
   # Paths absolute, in config.json too: a run is used and resumed from anywhere.
   run_dir = Path(cfg.resolved_run_dir()).absolute()
   cfg = dataclasses.replace(absolute_data_paths(cfg), run_dir=str(run_dir))
-  resuming = _has_checkpoint(run_dir)
+  resuming = has_checkpoint(run_dir)
   if resuming and not (run_dir / CONFIG_FILE).exists():
     raise CheckpointError(
         f"run directory {run_dir} has checkpoints but no {CONFIG_FILE} to check a resume "
         "against; restore the file or use a new --run_dir")
   if resuming:  # (Runs saved before paths were absolute: theirs as seen from here.)
-    _check_resumable(absolute_data_paths(read_config(run_dir)), cfg, run_dir)
+    check_resumable(absolute_data_paths(read_config(run_dir)), cfg, run_dir)
   if cfg.data.stream:  # The training set stays in its file, memory-mapped.
     if cfg.train.num_seeds > 1:
       raise ConfigError("data.stream reads one data order; set train.num_seeds=1 "
@@ -338,7 +251,7 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
       "fingerprint": config_lib.fingerprint(cfg),
   }
   if resuming and (run_dir / RUN_FILE).exists():
-    _check_same_data(run_dir, info)
+    check_same_data(run_dir, info)
 
   # --- Evaluation ---------------------------------------------------------------
   eval_jit = parallel.make_eval(

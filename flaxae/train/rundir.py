@@ -1,0 +1,112 @@
+"""The run directory's files and the rules of resuming one.
+
+A run directory holds ``config.json`` (the full config), ``run.json`` (the data's
+shape and digest, the steps per epoch) and ``checkpoints/``. It resumes only
+the run that made it: the same data, model and training settings (``epochs``
+may change under a constant learning rate), checked before anything in it is
+written; one without a finished checkpoint has nothing to resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flaxae import config as config_lib
+from flaxae.config import Config
+from flaxae.data import stream
+from flaxae.data.sources import DEFAULT_DIRS
+from flaxae.errors import CheckpointError
+
+CONFIG_FILE = "config.json"
+RUN_FILE = "run.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+def check_resumable(saved: Config, cfg: Config, run_dir: Path) -> None:
+  """A run directory only resumes the run that made it. ``train.epochs`` may
+  change under a constant learning rate (a schedule that decays over the
+  epochs would change the steps already taken)."""
+  mine = config_lib.to_dict(cfg)
+  theirs = config_lib.to_dict(saved)
+  diffs = []
+  for section in ("data", "model", "train"):
+    for key, value in mine[section].items():
+      if section == "train" and key == "epochs" and cfg.train.schedule == "constant":
+        continue
+      if theirs[section].get(key) != value:
+        diffs.append(f"{section}.{key}: {theirs[section].get(key)!r} → {value!r}")
+  if any(d.startswith("train.epochs:") for d in diffs):
+    diffs.append(f"train.schedule={cfg.train.schedule} spreads its learning rates over "
+                 "train.epochs, so the epochs cannot change")
+  if diffs:
+    raise CheckpointError(
+        f"run directory {run_dir} was made with another config ({'; '.join(diffs)}); "
+        "use a new --run_dir or the same settings")
+
+
+def absolute_data_paths(cfg: Config) -> Config:
+  """``cfg`` with its data file or folder as an absolute path (the default
+  folder of mnist / fashion_mnist too, where it exists), so that the run
+  directory can be evaluated, used and resumed from any working directory."""
+  data = cfg.data
+  folder = data.dir
+  if not folder and data.name in DEFAULT_DIRS and Path(DEFAULT_DIRS[data.name]).is_dir():
+    folder = DEFAULT_DIRS[data.name]
+  data = dataclasses.replace(data, dir=os.path.abspath(folder) if folder else "",
+                             path=os.path.abspath(data.path) if data.path else "")
+  return dataclasses.replace(cfg, data=data)
+
+
+def read_config(run_dir: str | Path) -> Config:
+  path = Path(run_dir) / CONFIG_FILE
+  if not path.exists():
+    raise CheckpointError(f"{run_dir} is not a flaxae run directory (no {CONFIG_FILE})")
+  return config_lib.read(path, error=CheckpointError)
+
+
+def data_digest(train_set: Any, test_x: np.ndarray) -> str:
+  """A digest of the data a run trains on: 64 training rows spread over the
+  set and the first 64 test rows, as the model sees them (float32), so that a
+  run directory is not resumed on other data of the same shape."""
+  n = len(train_set)
+  positions = np.unique(np.linspace(0, n - 1, min(n, 64)).astype(np.int64))
+  rows = train_set.rows(positions) if isinstance(train_set, stream.MappedSet) else (
+      train_set[positions])
+  h = hashlib.blake2b(digest_size=8)
+  for part in (rows, test_x[:64]):
+    part = np.ascontiguousarray(part, np.float32)
+    h.update(repr(part.shape).encode())
+    h.update(part.tobytes())
+  return h.hexdigest()
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+  """Whether ``run_dir`` holds a finished checkpoint (a folder named by its
+  step; Orbax renames it so when complete). A directory without one (a first
+  attempt that stopped before its first save) has nothing to resume, and is
+  reused as it is. Read from the file system, not by Orbax, whose manager
+  synchronises the processes of a multi-host job: only some of them may ask."""
+  folder = run_dir / CHECKPOINT_DIR
+  return folder.is_dir() and any(p.name.isdigit() and p.is_dir() for p in folder.iterdir())
+
+
+def check_same_data(run_dir: Path, info: dict[str, Any]) -> None:
+  """Refuses to resume a run directory on data other than its own."""
+  path = run_dir / RUN_FILE
+  try:
+    saved = json.loads(path.read_text())
+  except (OSError, json.JSONDecodeError) as e:
+    raise CheckpointError(f"{path} is damaged ({e}); use a new --run_dir") from e
+  diffs = [f"{key}: {saved[key]} → {value}" for key, value in info.items()
+           if key in saved and key != "fingerprint" and saved[key] != value]
+  if diffs:
+    raise CheckpointError(
+        f"run directory {run_dir} was trained on other data ({'; '.join(diffs)}); "
+        "use a new --run_dir or the run's own data")
