@@ -29,7 +29,6 @@ import json
 import re
 import tempfile
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import jax
@@ -37,6 +36,7 @@ import jax.numpy as jnp
 import optax
 
 from benchmarks import common, flaxae_bench
+from flaxae import io
 from flaxae.train import parallel
 from flaxae.train.loop import build
 from flaxae.train.step import train_step
@@ -149,7 +149,7 @@ def make_matmuls_only(batch_size: int, steps: int, seed: int = 0):
   """The dense AE's 11 matmuls of a training step (4 forward, 4 weight
   gradients, 3 input gradients) at the same shapes, nothing else, fused the
   same way: the ceiling for this model at this batch size."""
-  sizes = [784, *common.DENSE_WIDTHS, *reversed(common.DENSE_WIDTHS[:-1]), 784]
+  sizes = _SIZES
   n = steps * batch_size
   data = jax.device_put(common.make_images(n, seed).reshape(n, -1))
   keys = jax.random.split(jax.random.key(seed), len(sizes) - 1)
@@ -182,6 +182,18 @@ def make_matmuls_only(batch_size: int, steps: int, seed: int = 0):
 
 
 MATMULS_ONLY = "the model's 11 matmuls alone (no loss, activations, optimizer)"
+_SIZES = [784, *common.DENSE_WIDTHS, *reversed(common.DENSE_WIDTHS[:-1]), 784]
+# The dense AE's products per sample: forward and weight gradients of every
+# layer, input gradients of all but the first (the data need none).
+ACTUAL_DENSE_FLOPS = 2 * (3 * common.model_macs("dense") - _SIZES[0] * _SIZES[1])
+
+
+def _variant_indices(text: str) -> list[int]:
+  indices = [common.non_negative_int(x) for x in text.split(",") if x.strip()]
+  for i in indices:
+    if i >= len(VARIANTS):
+      raise argparse.ArgumentTypeError(f"no variant {i}; they are 0 to {len(VARIANTS) - 1}")
+  return indices
 
 
 def time_variants(model_name: str, batch_size: int, steps: int, reps: int,
@@ -261,38 +273,66 @@ def profile(run: Callable, hlo: str, steps: int, logdir: str) -> dict[str, Any]:
           "categories": dict(cats.most_common()), "top_ops": top}
 
 
+def variant_names(model: str, indices: list[int]) -> list[str]:
+  """The variants to time: the library's step first (the baseline of every
+  ratio, and the one profiled), then those of ``indices`` (default: all), then
+  for the dense AE its matmuls alone. The conv AE has no flattened variants.
+
+  Raises:
+    ValueError: a flattened variant was asked for the conv AE.
+  """
+  names = list(VARIANTS)
+  if indices:
+    names = [names[0]] + [names[i] for i in dict.fromkeys(indices) if i]
+  if model == "dense":
+    return names + [MATMULS_ONLY]
+  flat = [n for n in names if VARIANTS[n][1]]
+  if indices and flat:
+    raise ValueError(f"the conv AE has no flattened variant: {', '.join(flat)}")
+  return [n for n in names if not VARIANTS[n][1]]
+
+
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(description="where a flaxae step's time goes")
   p.add_argument("--model", choices=common.MODELS, default="dense")
-  p.add_argument("--batch-size", type=int, default=256)
-  p.add_argument("--steps", type=int, default=0, help="steps per epoch (default: by model)")
-  p.add_argument("--reps", type=int, default=7)
-  p.add_argument("--variants", default="",
-                 help="comma-separated indices into the variant list (default: all)")
-  p.add_argument("--out", default="")
+  p.add_argument("--batch-size", type=common.positive_int, default=256)
+  p.add_argument("--steps", type=common.non_negative_int, default=0,
+                 help="steps per epoch (default: by model)")
+  p.add_argument("--reps", type=common.positive_int, default=7)
+  p.add_argument("--variants", default="", type=_variant_indices,
+                 help="comma-separated indices of the variants to time besides the "
+                      "library's step, 0, which is always timed (default: all): " +
+                      "; ".join(f"{i} {name}" for i, name in enumerate(VARIANTS)) +
+                      " (1 and 5 dense only)")
+  p.add_argument("--out", default="",
+                 help="the JSON file (default: benchmarks/out/breakdown-MODEL.json)")
   args = p.parse_args(argv)
   steps = args.steps or (64 if args.model == "dense" else 4)
-  names = list(VARIANTS)
-  if args.variants:
-    names = [names[int(i)] for i in args.variants.split(",")]
-  if args.model == "conv":
-    names = [n for n in names if "784" not in n]
-  else:
-    names.append(MATMULS_ONLY)
+  try:
+    names = variant_names(args.model, args.variants)
+  except ValueError as e:
+    p.error(str(e))
+  args.out = common.output_file(p, args.out or f"benchmarks/out/breakdown-{args.model}.json")
 
   variants = time_variants(args.model, args.batch_size, steps, args.reps, names)
   base = variants[names[0]]["samples_per_s"]
   print(f"## {args.model} AE, batch {args.batch_size}: step variants "
         f"({steps} steps per fused epoch, median of {args.reps})\n")
   flops = common.train_flops_per_sample(common.model_macs(args.model))
-  print("| variant | samples/s | min–max | GFLOP/s | vs library | trace+lower s | "
-        "XLA compile s |")
+  print("| variant | samples/s | min–max | GFLOP/s (model count) | vs library | "
+        "trace+lower s | XLA compile s |")
   print("|---|---|---|---|---|---|---|")
   for name, r in variants.items():
     print(f"| {name} | {r['samples_per_s']:,.0f} | {r['samples_per_s_min']:,.0f}–"
           f"{r['samples_per_s_max']:,.0f} | {r['samples_per_s'] * flops / 1e9:.0f} | "
           f"{r['samples_per_s'] / base:.2f} | "
           f"{r['trace_lower_s']:.2f} | {r['xla_compile_s']:.2f} |")
+  print(f"\nGFLOP/s counts {flops / 1e6:.2f} MFLOP per sample, the roofline's count (3× the "
+        f"forward pass)" + (
+            f"; every variant computes the same 11 products, {ACTUAL_DENSE_FLOPS / 1e6:.2f} "
+            f"MFLOP per sample (no gradient for the input), "
+            f"{100 * ACTUAL_DENSE_FLOPS / flops:.0f} % of it." if args.model == "dense"
+            else "."))
 
   run, _, hlo, _ = make_epoch(args.model, args.batch_size, steps, *VARIANTS[names[0]])
   with tempfile.TemporaryDirectory() as logdir:
@@ -305,11 +345,8 @@ def main(argv=None) -> None:
   print("\n| top ops | ms/step | shape | source |\n|---|---|---|---|")
   for op in prof["top_ops"]:
     print(f"| {op['op']} | {op['ms_per_step']:.3f} | `{op['shape']}` | {op['source']} |")
-  out = Path(args.out or f"benchmarks/out/breakdown-{args.model}.json")
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps({"model": args.model, "batch_size": args.batch_size,
-                             "steps": steps, "variants": variants, "profile": prof},
-                            indent=1))
+  io.write_json(args.out, {"model": args.model, "batch_size": args.batch_size,
+                           "steps": steps, "variants": variants, "profile": prof})
 
 
 if __name__ == "__main__":

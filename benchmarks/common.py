@@ -14,6 +14,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from flaxae import io
+from flaxae.errors import OutputError
 from flaxae.timing import (conv_macs, dense_macs, peak_rss_mb, steps_per_rep, summarize,
                            train_flops_per_sample)
 
@@ -59,6 +61,82 @@ def thread_env(threads: int, omp_passive: bool = False) -> dict[str, str]:
   return env
 
 
+def use_threads(threads: int) -> None:
+  """Confines this process to ``threads`` of the cores it may run on (the
+  first ones), so that a framework that sizes its pool from the cores (XLA)
+  uses no more threads than the others are told to."""
+  if hasattr(os, "sched_setaffinity"):
+    cores = sorted(os.sched_getaffinity(0))
+    if threads < len(cores):
+      os.sched_setaffinity(0, cores[:threads])
+
+
+# --- Command-line arguments -------------------------------------------------------
+
+
+def positive_int(text: str) -> int:
+  """An argparse ``type``: an integer of at least 1."""
+  return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+  """An argparse ``type``: an integer of at least 0."""
+  return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, low: int) -> int:
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+  if value < low:
+    raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+  return value
+
+
+def positive_float(text: str) -> float:
+  """An argparse ``type``: a finite number above 0."""
+  try:
+    value = float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+  if not 0 < value < float("inf"):
+    raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+  return value
+
+
+def positive_ints(text: str) -> list[int]:
+  """An argparse ``type``: comma-separated integers of at least 1 (one or more)."""
+  values = [positive_int(x) for x in text.split(",") if x.strip()]
+  if not values:
+    raise argparse.ArgumentTypeError("needs at least one value")
+  return values
+
+
+def names_in(known: Sequence[str]) -> Callable[[str], list[str]]:
+  """An argparse ``type``: comma-separated names, each one of ``known``."""
+  def parse(text: str) -> list[str]:
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    if not names:
+      raise argparse.ArgumentTypeError("needs at least one name")
+    for name in names:
+      if name not in known:
+        raise argparse.ArgumentTypeError(f"unknown {name!r}; known: {', '.join(known)}")
+    return names
+  return parse
+
+
+def output_file(parser: argparse.ArgumentParser, path: str) -> str:
+  """``path`` once its folder exists (created if need be) and it can be
+  written, checked before any measurement; else the parser's error (exit 2)."""
+  try:
+    io.make_dir(os.path.dirname(path) or ".")
+    io.check_output(path)
+  except OutputError as e:
+    parser.error(str(e))
+  return path
+
+
 def make_images(num: int, seed: int = 0,
                 shape: Sequence[int] = IMAGE_SHAPE) -> np.ndarray:
   """``(num, *shape)`` float32 images of random bytes scaled to [0, 1]."""
@@ -97,12 +175,13 @@ def peer_args(argv: Sequence[str] | None = None, description: str = "",
   """The arguments every implementation's process takes (``extra`` adds more)."""
   p = argparse.ArgumentParser(description=description)
   p.add_argument("--model", choices=MODELS, default="dense")
-  p.add_argument("--batch-size", type=int, default=256)
-  p.add_argument("--samples", type=int, default=16384,
+  p.add_argument("--batch-size", type=positive_int, default=256)
+  p.add_argument("--samples", type=positive_int, default=16384,
                  help="examples per timed repetition (one epoch)")
-  p.add_argument("--reps", type=int, default=5, help="timed repetitions")
+  p.add_argument("--reps", type=positive_int, default=5, help="timed repetitions")
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--threads", type=int, default=num_threads())
+  p.add_argument("--threads", type=positive_int, default=num_threads(),
+                 help="cores this process may use (default: all)")
   p.add_argument("--no-inference", action="store_true")
   p.add_argument("--dtype", choices=DTYPES, default="float32",
                  help="compute dtype: float32, or bfloat16 mixed precision (float32 "
@@ -113,4 +192,6 @@ def peer_args(argv: Sequence[str] | None = None, description: str = "",
                       "CPUs compute float32 either way")
   if extra:
     extra(p)
-  return p.parse_args(argv)
+  args = p.parse_args(argv)
+  use_threads(args.threads)
+  return args

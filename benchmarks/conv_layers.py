@@ -3,26 +3,28 @@
     python -m benchmarks.conv_layers [--batch-size 256]
 
 For every layer of the benchmark's conv AE: flaxae's matmul layers
-(:mod:`flaxae.models.layers`: im2col, sub-pixel transposed conv), Flax's
-``nn.Conv`` / ``nn.ConvTranspose`` (XLA's convolution), and for the stride-1
-convolutions an *output-side* im2col: one matmul to ``k·k·F`` channels, then
-``k·k`` shifted adds (``F·k²`` wide instead of ``C·k²``: 9 channels instead of
-288 for the logits layer). Times are medians of jitted calls; the backward
-pass takes the gradient of parameters and input.
+(:mod:`flaxae.models.layers`: im2col, or the output-side form where it moves
+less memory, and transposed convolutions by output phase, without zero taps;
+their gradients written by hand) and Flax's ``nn.Conv`` / ``nn.ConvTranspose``
+(XLA's convolution). For the stride-1 logits layer, which flaxae computes on
+the output side (one matmul to ``k·k·F`` channels, then ``k·k`` shifted adds:
+9 channels instead of 288), a third row: the same form with autodiff's
+gradient, the one flaxae's hand-written gradient replaced. Times are medians
+of jitted calls; the backward pass takes the gradient of parameters and input.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import common
+from flaxae import io
 from flaxae.models.layers import Conv, ConvTranspose
 
 
@@ -63,7 +65,7 @@ def layers():
         "nn.Conv": nn.ConvTranspose(32, (3, 3), (2, 2))}),
       ("logits 28×28×32 → 28×28×1, stride 1", (28, 28, 32),
        {"flaxae matmul": Conv(1, 3, 1), "nn.Conv": nn.Conv(1, (3, 3)),
-        "output-side im2col": OutputSideConv(1)}),
+        "output side, autodiff gradient": OutputSideConv(1)}),
   ]
 
 
@@ -79,12 +81,13 @@ def median_ms(fn, *args, reps: int = 7) -> float:
 
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(description="per-layer conv timings")
-  p.add_argument("--batch-size", type=int, default=256)
-  p.add_argument("--reps", type=int, default=7)
+  p.add_argument("--batch-size", type=common.positive_int, default=256)
+  p.add_argument("--reps", type=common.positive_int, default=7)
   p.add_argument("--skip-slow", action="store_true",
                  help="skip nn.ConvTranspose's backward (seconds per call on CPU)")
   p.add_argument("--out", default="benchmarks/out/conv_layers.json")
   args = p.parse_args(argv)
+  common.output_file(p, args.out)
   rng = np.random.default_rng(0)
   rows = []
   print(f"batch {args.batch_size}; median ms of {args.reps} calls\n")
@@ -105,9 +108,7 @@ def main(argv=None) -> None:
                    "forward_backward_ms": bwd_ms})
       print(f"| {name} | {impl} | {fwd_ms:.2f} | "
             f"{'skipped' if bwd_ms is None else f'{bwd_ms:.2f}'} |", flush=True)
-  out = Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps({"batch_size": args.batch_size, "rows": rows}, indent=1))
+  io.write_json(args.out, {"batch_size": args.batch_size, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ def measure(n: int = 2048, repeats: int = 10, dtype: str = "float32",
 
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(description="matmul peak")
-  p.add_argument("--n", type=int, default=2048)
-  p.add_argument("--repeats", type=int, default=10)
+  p.add_argument("--n", type=common.positive_int, default=2048)
+  p.add_argument("--repeats", type=common.positive_int, default=10)
   p.add_argument("--dtype", choices=common.DTYPES, default="float32")
   p.add_argument("--precision", choices=common.PRECISIONS, default="float32")
   args = p.parse_args(argv)

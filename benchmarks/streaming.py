@@ -23,6 +23,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from benchmarks import common
 from flaxae import io
 from flaxae.api import fit
 from flaxae.config import CheckpointConfig, Config, DataConfig, ModelConfig, TrainConfig
@@ -40,14 +41,22 @@ def _config(path: Path, run_dir: Path, stream: bool, args) -> Config:
 
 def main(argv=None) -> dict:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--examples", type=int, default=60000)
-  p.add_argument("--epochs", type=int, default=4, help="per run; the first is dropped")
-  p.add_argument("--rounds", type=int, default=2, help="runs of each mode, alternating")
-  p.add_argument("--batch", type=int, default=256)
-  p.add_argument("--steps_per_call", type=int, default=0,
+  p.add_argument("--examples", type=common.positive_int, default=60000)
+  p.add_argument("--epochs", type=common.positive_int, default=4,
+                 help="per run, at least 2: the first is dropped")
+  p.add_argument("--rounds", type=common.positive_int, default=2,
+                 help="runs of each mode, alternating")
+  p.add_argument("--batch", type=common.positive_int, default=256)
+  p.add_argument("--steps_per_call", type=common.non_negative_int, default=0,
                  help="steps per compiled call (0: one epoch)")
   p.add_argument("--out", default="benchmarks/out/streaming.json")
   args = p.parse_args(argv)
+  if args.epochs < 2:
+    p.error(f"--epochs must be at least 2 (the first, which compiles, is dropped), "
+            f"got {args.epochs}")
+  if args.batch > args.examples:
+    p.error(f"--batch ({args.batch}) is larger than --examples ({args.examples})")
+  common.output_file(p, args.out)
   rates: dict[str, list[float]] = {"resident": [], "stream": []}
   with tempfile.TemporaryDirectory() as tmp:
     tmp = Path(tmp)
@@ -73,7 +82,6 @@ def main(argv=None) -> dict:
   print(f"stream / resident: {ratio:.3f}")
   out = {"args": vars(args), "rows": rows, "ratio": ratio, "per_epoch": rates,
          "jax": jax.__version__}
-  io.make_dir(Path(args.out).parent)
   io.write_json(args.out, out)
   return out
 

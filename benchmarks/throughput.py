@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.util
-import json
 import os
 import platform
 import statistics
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import common
+from flaxae import io
 
 PEERS = {  # Name → (module, extra arguments, the package it needs).
     "pytorch": ("benchmarks.peer_torch", [], "torch"),
@@ -328,46 +328,47 @@ def acceptance(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--batch-sizes", default="64,256,1024,4096",
-                 type=lambda s: [int(x) for x in s.split(",") if x])
-  p.add_argument("--models", default="dense,conv",
-                 type=lambda s: [x for x in s.split(",") if x])
+  p.add_argument("--batch-sizes", default="64,256,1024,4096", type=common.positive_ints)
+  p.add_argument("--models", default="dense,conv", type=common.names_in(common.MODELS),
+                 help=f"any of {', '.join(common.MODELS)}")
   p.add_argument("--impls", default=",".join(IMPLS),
-                 type=lambda s: [x for x in s.split(",") if x],
+                 type=common.names_in(IMPLS + OPTIONAL_IMPLS),
                  help=f"any of {', '.join(IMPLS + OPTIONAL_IMPLS)} (flaxae-all[-mkl]: every "
                       "device; flaxae-xla-conv: the conv AE with lax convolutions)")
-  p.add_argument("--samples", type=int, default=0,
-                 help="examples per repetition (default: dense 16384, conv 4096)")
-  p.add_argument("--reps", type=int, default=5, help="timed repetitions (≥ 5)")
-  p.add_argument("--rounds", type=int, default=1,
+  p.add_argument("--samples", type=common.non_negative_int, default=0,
+                 help="examples per repetition (default: " + ", ".join(
+                     f"{m} {n}" for m, n in DEFAULT_SAMPLES.items()) + ")")
+  p.add_argument("--reps", type=common.positive_int, default=5,
+                 help="timed repetitions (the issue asks for ≥ 5)")
+  p.add_argument("--rounds", type=common.positive_int, default=1,
                  help="run every job this many times over, interleaved; ratios are the "
                       "median of those within each round")
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--threads", type=int, default=common.num_threads(),
-                 help="threads every implementation uses (default: all cores)")
-  p.add_argument("--budget", type=float, default=150,
+  p.add_argument("--threads", type=common.positive_int, default=common.num_threads(),
+                 help="cores every implementation may use (default: all)")
+  p.add_argument("--budget", type=common.positive_float, default=150,
                  help="seconds a job may take; slow ones get fewer examples per repetition")
-  p.add_argument("--timeout", type=float, default=900, help="seconds per subprocess")
+  p.add_argument("--timeout", type=common.positive_float, default=900,
+                 help="seconds per subprocess")
   p.add_argument("--dtype", choices=common.DTYPES, default="float32",
                  help="every implementation's compute dtype (bfloat16: its mixed precision)")
   p.add_argument("--precision", choices=common.PRECISIONS, default="float32",
                  help="float32 products on a GPU: exact, or TF32 (the same for everyone)")
-  p.add_argument("--matmul-size", type=int, default=2048,
+  p.add_argument("--matmul-size", type=common.positive_int, default=2048,
                  help="n of the n×n matmul (in --dtype) that measures the peak")
   p.add_argument("--omp-passive", action="store_true",
                  help="OMP_WAIT_POLICY=PASSIVE for every subprocess: on a machine shared "
                       "with other jobs (it slows PyTorch on an idle one)")
   p.add_argument("--quick", action="store_true",
                  help="smoke run: batch 64, 2 repetitions of 512 examples")
-  p.add_argument("--out", default="benchmarks/out/throughput.json")
+  p.add_argument("--out", default="",
+                 help="the JSON file (default: benchmarks/out/throughput.json, or "
+                      "throughput-quick.json with --quick)")
   args = p.parse_args(argv)
-  for name in args.impls:
-    if name not in IMPLS + OPTIONAL_IMPLS:
-      p.error(f"unknown implementation {name!r}; known: {', '.join(IMPLS + OPTIONAL_IMPLS)}")
-  if args.rounds < 1:
-    p.error("--rounds must be at least 1")
   if args.quick:
     args.batch_sizes, args.samples, args.reps = [64], 512, 2
+  name = "throughput-quick.json" if args.quick else "throughput.json"
+  args.out = common.output_file(p, args.out or f"benchmarks/out/{name}")
   return args
 
 
@@ -469,11 +470,9 @@ def main(argv=None) -> int:
       "baseline": BASELINE, "git": git_state(),
       "loadavg_1_5_15_start": load_start, "loadavg_1_5_15_end": os.getloadavg(),
   }
-  out = Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps({"meta": meta, "peak": peak, "results": results,
-                             "acceptance": checks}, indent=1))
-  print(f"\n# wrote {out} ({meta['seconds']:.0f} s)", file=sys.stderr)
+  io.write_json(args.out, {"meta": meta, "peak": peak, "results": results,
+                           "acceptance": checks})
+  print(f"\n# wrote {args.out} ({meta['seconds']:.0f} s)", file=sys.stderr)
   return 0
 
 

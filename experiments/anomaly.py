@@ -61,7 +61,8 @@ def baseline_scores(normal: np.ndarray, test: np.ndarray, dim: int,
 def main(argv: list[str] | None = None) -> dict:
   p = common.parser(__doc__.splitlines()[0])
   p.add_argument("--data", choices=sorted(SETTINGS), default="digits")
-  p.add_argument("--epochs", type=int, default=0, help="override the data's default")
+  p.add_argument("--epochs", type=common.non_negative_int, default=0,
+                 help="override the data's default (0: keep it)")
   args = p.parse_args(argv)
   setting = SETTINGS[args.data]
   out = common.out_dir(f"anomaly-{args.data}", args)
@@ -125,4 +126,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-  main()
+  common.cli(main)

@@ -100,14 +100,16 @@ def one_setting(data: str, model: str, args, out: Path) -> tuple[dict[str, Any],
 
 def main(argv: list[str] | None = None) -> dict:
   p = common.parser(__doc__.splitlines()[0])
-  p.add_argument("--epochs", type=int, default=50)
-  p.add_argument("--data", default=",".join(DATA), help="comma-separated: " + ", ".join(DATA))
-  p.add_argument("--models", default=",".join(MODELS), help="comma-separated: " + ", ".join(MODELS))
+  p.add_argument("--epochs", type=common.positive_int, default=50)
+  p.add_argument("--data", type=common.names_in(list(DATA)), default=list(DATA),
+                 help="comma-separated: " + ", ".join(DATA))
+  p.add_argument("--models", type=common.names_in(list(MODELS)), default=list(MODELS),
+                 help="comma-separated: " + ", ".join(MODELS))
   args = p.parse_args(argv)
   out = common.out_dir("classics", args)
   rows, pictures = [], []
-  for data in args.data.split(","):
-    for model in args.models.split(","):
+  for data in args.data:
+    for model in args.models:
       row, pic = one_setting(data, model, args, out)
       rows.append(row)
       pictures.append(pic)
@@ -121,4 +123,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-  main()
+  common.cli(main)

@@ -5,18 +5,25 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
+# The programs' argument types (the benchmarks' own: integers, lists, names).
+from benchmarks.common import names_in, non_negative_int, positive_int, positive_ints
 from flaxae import io
 from flaxae.api import Run, fit, load
 from flaxae.config import Config, DataConfig
+from flaxae.errors import FlaxaeError
+
+__all__ = ["names_in", "non_negative_int", "positive_int", "positive_ints"]  # For the experiments.
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+# The real data sets: ../shared/data beside the repository, or $FLAXAE_SHARED_DATA.
+SHARED_DATA = Path(os.environ.get("FLAXAE_SHARED_DATA") or ROOT.parent / "shared" / "data")
 FASHION = SHARED_DATA / "fashion_mnist"
 MNIST = SHARED_DATA / "mnist_test"
 OUT = ROOT / "experiments" / "out"
@@ -30,6 +37,20 @@ def parser(description: str) -> argparse.ArgumentParser:
   p.add_argument("--out", default="", help="output folder (default experiments/out/NAME)")
   p.add_argument("--seed", type=int, default=0)
   return p
+
+
+def cli(main: Callable[[], Any]) -> None:
+  """Runs an experiment's ``main`` as a program: a flaxae error (missing data,
+  an unwritable output folder, a bad setting) ends it with one line and exit
+  status 2 instead of a traceback."""
+  try:
+    main()
+  except FlaxaeError as e:
+    prog = Path(sys.argv[0]).stem
+    hint = (f" (the real data sets are read from {SHARED_DATA}; set FLAXAE_SHARED_DATA "
+            f"to another folder)" if type(e).__name__ == "DataError" else "")
+    print(f"{prog}: error: {e}{hint}", file=sys.stderr)
+    sys.exit(2)
 
 
 def quick_data(data: DataConfig, train: int, test: int) -> DataConfig:

@@ -135,11 +135,12 @@ def comparison(ae_rows: list[dict], jpeg: list[dict], lo=0.1, hi=0.5) -> list[di
 
 def main(argv: list[str] | None = None) -> dict:
   p = common.parser(__doc__.splitlines()[0])
-  p.add_argument("--latents", default="16,32,64", help="code sizes, comma-separated")
-  p.add_argument("--epochs", type=int, default=20)
+  p.add_argument("--latents", type=common.positive_ints, default=[16, 32, 64],
+                 help="code sizes, comma-separated")
+  p.add_argument("--epochs", type=common.positive_int, default=20)
   args = p.parse_args(argv)
   out = common.out_dir("compression", args)
-  latents = [16] if args.quick else [int(v) for v in args.latents.split(",")]
+  latents = [16] if args.quick else args.latents
   rel_steps = (0.25, 1.0) if args.quick else REL_STEPS
   qualities = (5, 50) if args.quick else QUALITIES
   n_test = 200 if args.quick else 0
@@ -201,4 +202,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-  main()
+  common.cli(main)

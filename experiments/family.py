@@ -231,14 +231,15 @@ PARTS = {"sparse": sparse_, "contractive": contractive_, "denoising": denoising_
 
 def main(argv: list[str] | None = None) -> dict:
   p = common.parser(__doc__.splitlines()[0])
-  p.add_argument("--only", default="", help="comma-separated parts: " + ", ".join(PARTS))
+  p.add_argument("--only", type=common.names_in(list(PARTS)), default=list(PARTS),
+                 help="comma-separated parts: " + ", ".join(PARTS))
   p.add_argument("--beta", type=float, default=0.1, help="sparsity weight β")
   p.add_argument("--contractive_weight", type=float, default=1e-3)
   args = p.parse_args(argv)
   args.folder = common.out_dir("family", args)
   rows: list[dict[str, Any]] = []
   results: dict[str, Any] = {"quick": args.quick, "pictures": []}
-  for name in (args.only.split(",") if args.only else PARTS):
+  for name in args.only:
     PARTS[name](args, rows, results)
   results["checks"] = rows
   results["command"] = common.command("family", argv)
@@ -249,5 +250,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-  main()
+  common.cli(main)
   sys.exit(0)

@@ -31,8 +31,10 @@ SETTINGS = {
 def main(argv: list[str] | None = None) -> dict:
   p = common.parser(__doc__.splitlines()[0])
   p.add_argument("--data", choices=sorted(SETTINGS), default="fashion_mnist")
-  p.add_argument("--epochs", type=int, default=0, help="override the data's default")
-  p.add_argument("--max_iter", type=int, default=1000, help="logistic regression iterations")
+  p.add_argument("--epochs", type=common.non_negative_int, default=0,
+                 help="override the data's default (0: keep it)")
+  p.add_argument("--max_iter", type=common.positive_int, default=1000,
+                 help="logistic regression iterations")
   args = p.parse_args(argv)
   setting = SETTINGS[args.data]
   out = common.out_dir(f"features-{args.data}", args)
@@ -80,4 +82,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-  main()
+  common.cli(main)

@@ -39,7 +39,7 @@ QUICK_MODELS = {
 
 def main(argv: list[str] | None = None) -> dict:
   p = common.parser(__doc__.splitlines()[0])
-  p.add_argument("--epochs", type=int, default=15)
+  p.add_argument("--epochs", type=common.positive_int, default=15)
   args = p.parse_args(argv)
   out = common.out_dir("generation", args)
   start = time.perf_counter()
@@ -129,4 +129,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-  main()
+  common.cli(main)

@@ -164,7 +164,8 @@ def bench(cfg: Annotated[Config, tyro.conf.arg(name=""), tyro.conf.FlagConversio
   epochs of about ``samples`` examples, and % of a measured matmul peak.
   Only the data, model and train settings (and compilation_cache) are used:
   bench writes no run directory, so run_dir, profile, checkpoint and
-  distributed are ignored.
+  distributed are ignored. ``--config=FILE.json`` (a run's config.json, or its
+  run directory) measures that run's settings; the other options override them.
 
   Args:
     cfg: The model, data and training settings to measure.

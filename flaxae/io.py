@@ -16,10 +16,12 @@ def check_output(path: str | os.PathLike, overwrite: bool = True) -> Path:
   """Checks that ``path`` can be written: its folder exists and is writable.
 
   Raises:
-    OutputError: the folder is missing or read-only, or ``path`` exists and
-      ``overwrite`` is False.
+    OutputError: the folder is missing or read-only, ``path`` is a folder, or
+      ``path`` exists and ``overwrite`` is False.
   """
   path = Path(path)
+  if path.is_dir():
+    raise OutputError(f"cannot write {path}: it is a folder; name a file")
   folder = path.parent if str(path.parent) else Path(".")
   if not folder.is_dir():
     raise OutputError(f"cannot write {path}: folder {folder} does not exist")

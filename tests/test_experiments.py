@@ -38,3 +38,30 @@ def test_quick(module, args, files, tmp_path, capsys):
   assert saved["command"].startswith(f"python -m experiments.{module.__name__.split('.')[-1]}")
   assert "|" in capsys.readouterr().out  # The printed table.
   assert results
+
+
+@pytest.mark.parametrize("module,argv,message", [
+    (family, ["--only=sparse,bogus"], "unknown 'bogus'; known: sparse, contractive"),
+    (classics, ["--models=shallow,bogus"], "unknown 'bogus'"),
+    (compression, ["--latents=16,abc"], "'abc' is not an integer"),
+    (anomaly, ["--epochs=-3"], "must be at least 0"),
+])
+def test_bad_arguments_are_refused_before_any_training(module, argv, message, capsys):
+  with pytest.raises(SystemExit) as exit_:
+    module.main(["--quick", *argv])
+  assert exit_.value.code == 2
+  assert message in capsys.readouterr().err
+
+
+def test_a_flaxae_error_ends_the_program_with_one_line_and_status_2(monkeypatch, capsys):
+  from flaxae.errors import DataError  # pylint: disable=import-outside-toplevel
+
+  def missing():
+    raise DataError("data folder /x/fashion_mnist does not exist")
+
+  with pytest.raises(SystemExit) as exit_:
+    common.cli(missing)
+  assert exit_.value.code == 2
+  err = capsys.readouterr().err
+  assert "error: data folder /x/fashion_mnist does not exist" in err
+  assert "FLAXAE_SHARED_DATA" in err and "Traceback" not in err

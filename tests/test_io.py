@@ -38,3 +38,8 @@ def test_existing_output_is_refused_unless_overwrite(tmp_path):
 def test_missing_folder_is_a_clear_error(tmp_path):
   with pytest.raises(OutputError, match="folder"):
     io.write_text(tmp_path / "nowhere" / "deeper" / "x.txt", "x")
+
+
+def test_a_folder_is_not_an_output_file(tmp_path):
+  with pytest.raises(OutputError, match="is a folder"):
+    io.check_output(tmp_path, overwrite=True)
