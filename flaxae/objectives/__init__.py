@@ -3,7 +3,9 @@
 An objective is ``f(model, variables, x, rng, cfg, info=None) ->
 ObjectiveOutput`` (see :mod:`flaxae.objectives.base`); the train step is the
 same for all of them. A kind may also provide ``eval_figures(model,
-variables, x, rng, cfg)`` (per-example test figures, each ``(B, ...)``) and
+variables, x, rng, cfg, info=None)`` (per-example test figures, each
+``(B, ...)``; any random draw keyed by ``info``'s positions of the examples in
+the evaluated set, so that the figures do not depend on the batching) and
 ``summarize(means, cfg)`` (turns the test set's means of those figures into
 named numbers). A new kind is one new module and one entry in ``KINDS``.
 """

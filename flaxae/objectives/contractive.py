@@ -143,11 +143,12 @@ def contractive(model, variables, x: jnp.ndarray, rng: jax.Array, cfg: ModelConf
                                 "jacobian_sq": jac.mean()}, {})
 
 
-def eval_figures(model, variables, x: jnp.ndarray, rng: jax.Array,
-                 cfg: ModelConfig) -> dict[str, jnp.ndarray]:
-  """Per-example ``jacobian_norm``, the Frobenius norm ``‖∂h/∂x‖_F``."""
-  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(rng, PROBE_TAG), i))(
-      jnp.arange(x.shape[0]))
+def eval_figures(model, variables, x: jnp.ndarray, rng: jax.Array, cfg: ModelConfig,
+                 info: BatchInfo | None = None) -> dict[str, jnp.ndarray]:
+  """Per-example ``jacobian_norm``, the Frobenius norm ``‖∂h/∂x‖_F`` (Hutchinson's
+  probes keyed by each example's position in the evaluated set, ``info``)."""
+  info = info or BatchInfo.whole(x.shape[0])
+  keys = info.keys(rng, PROBE_TAG)
   sq = jacobian_sq_norm(model, variables, x, method=cfg.jacobian, keys=keys,
                         probes=cfg.jacobian_probes)
   return {"jacobian_norm": jnp.sqrt(sq)}

@@ -52,8 +52,8 @@ def sparse(model, variables, x: jnp.ndarray, rng: jax.Array, cfg: ModelConfig,
                                 **stats}, {})
 
 
-def eval_figures(model, variables, x: jnp.ndarray, rng: jax.Array,
-                 cfg: ModelConfig) -> dict[str, jnp.ndarray]:
+def eval_figures(model, variables, x: jnp.ndarray, rng: jax.Array, cfg: ModelConfig,
+                 info: BatchInfo | None = None) -> dict[str, jnp.ndarray]:
   """Per-example ``mean_activation`` and ``near_zero`` of the test codes."""
-  del rng, cfg
+  del rng, cfg, info
   return code_statistics(model.apply(variables, x, method="encode"))

@@ -79,20 +79,23 @@ def vae(model, variables, x: jnp.ndarray, rng: jax.Array, cfg: ModelConfig,
                                 "kl_weight": weight}, {})
 
 
-def eval_figures(model, variables, x: jnp.ndarray, rng: jax.Array,
-                 cfg: ModelConfig) -> dict[str, jnp.ndarray]:
+def eval_figures(model, variables, x: jnp.ndarray, rng: jax.Array, cfg: ModelConfig,
+                 info: BatchInfo | None = None) -> dict[str, jnp.ndarray]:
   """Per-example bounds in nats per image, from K = ``iwae_samples`` samples.
 
   ``elbo``: ``E_q[log p(x|z)] − KL`` (the expectation over the K samples, the
   KL in closed form); ``loss``: ``−elbo``; ``iwae_nll``: the negative IWAE
-  bound (an upper bound of ``−log p(x)``); ``kl``; ``recon_nll``.
+  bound (an upper bound of ``−log p(x)``); ``kl``; ``recon_nll``. Each
+  example's samples are keyed by its position in the evaluated set (``info``).
   """
   mean, logvar = model.apply(variables, x, method="posterior")
-  key = jax.random.fold_in(rng, SAMPLE_TAG)
+  info = info or BatchInfo.whole(x.shape[0])
+  keys = info.keys(rng, SAMPLE_TAG)
 
   def one(k):
-    z = reparametrize(mean, logvar,
-                      jax.random.normal(jax.random.fold_in(key, k), mean.shape, mean.dtype))
+    eps = jax.vmap(lambda key: jax.random.normal(jax.random.fold_in(key, k),
+                                                 mean.shape[1:], mean.dtype))(keys)
+    z = reparametrize(mean, logvar, eps)
     nll = neg_log_likelihood(cfg, model.apply(variables, z, method="decode"), x)
     log_w = -nll + log_normal(z, jnp.zeros_like(z), jnp.zeros_like(z)) - log_normal(
         z, mean, logvar)

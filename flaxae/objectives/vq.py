@@ -107,10 +107,10 @@ def vq(model, variables, x: jnp.ndarray, rng: jax.Array, cfg: ModelConfig,
   return ObjectiveOutput(loss, metrics, model_state)
 
 
-def eval_figures(model, variables, x: jnp.ndarray, rng: jax.Array,
-                 cfg: ModelConfig) -> dict[str, jnp.ndarray]:
+def eval_figures(model, variables, x: jnp.ndarray, rng: jax.Array, cfg: ModelConfig,
+                 info: BatchInfo | None = None) -> dict[str, jnp.ndarray]:
   """Per-example ``code_usage`` ``(B, K)`` and ``commitment`` ``(B,)``."""
-  del rng
+  del rng, info
   out = model.apply(variables, x, method="forward")
   return {"code_usage": code_usage(out.idx, cfg.codebook_size),
           "commitment": _per_example_mean(jnp.square(out.z_e - out.z_q))}

@@ -343,15 +343,17 @@ def make_stream_chunk(step_fn: Callable, mesh: Mesh, strategy: str, *,
 
 
 def make_eval(eval_fn: Callable, mesh: Mesh) -> Callable:
-  """``eval(variables, batch) -> per-example figures`` for a host ``batch``.
+  """``eval(variables, batch, index) -> per-example figures`` for a host
+  ``batch`` and its examples' positions ``index`` in the evaluated set.
 
   The batch is sharded over the mesh; the figures come back replicated, so
   every process can read them.
   """
-  jitted = jax.jit(eval_fn, in_shardings=(replicated(mesh), batch_sharded(mesh)),
-                   out_shardings=replicated(mesh))
   sharding = batch_sharded(mesh)
-  return lambda variables, batch: jitted(variables, put(batch, sharding))
+  jitted = jax.jit(eval_fn, in_shardings=(replicated(mesh), sharding, sharding),
+                   out_shardings=replicated(mesh))
+  return lambda variables, batch, index: jitted(variables, put(batch, sharding),
+                                                put(index, sharding))
 
 
 def evaluate(eval_jit: Callable, variables, x: np.ndarray, batch_size: int,
@@ -361,7 +363,9 @@ def evaluate(eval_jit: Callable, variables, x: np.ndarray, batch_size: int,
   Figures of shape ``(B,)`` give floats, figures ``(B, ...)`` give arrays
   (for example code-usage histograms); ``summarize`` (if given) turns that
   dict into the reported numbers. The last batch is padded to a multiple of
-  the device count and the padding is dropped before averaging.
+  the device count and the padding is dropped before averaging. Each example
+  is evaluated with its position in ``x`` (which keys its random draws), so
+  the figures do not depend on ``batch_size`` or ``num_devices``.
   """
   sums: dict[str, np.ndarray] = {}
   batch_size = max(num_devices, batch_size - batch_size % num_devices)
@@ -371,7 +375,8 @@ def evaluate(eval_jit: Callable, variables, x: np.ndarray, batch_size: int,
     pad = (-n) % num_devices
     if pad:
       batch = np.concatenate([batch, np.zeros((pad, *batch.shape[1:]), batch.dtype)])
-    out = jax.device_get(eval_jit(variables, batch))
+    index = np.arange(lo, lo + len(batch), dtype=np.int32)
+    out = jax.device_get(eval_jit(variables, batch, index))
     for k, v in out.items():
       sums[k] = sums.get(k, 0.0) + np.asarray(v[:n], np.float64).sum(axis=0)
   means = {k: float(v) / len(x) if np.ndim(v) == 0 else v / len(x)

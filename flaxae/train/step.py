@@ -155,9 +155,15 @@ def train_step(state: TrainState, batch: jnp.ndarray, *, model, objective: Objec
   return new_state, metrics
 
 
-def eval_step(variables, batch: jnp.ndarray, *, model, objective: Objective,
-              cfg: ModelConfig, rng: jax.Array, noise: str = "") -> dict[str, jnp.ndarray]:
+def eval_step(variables, batch: jnp.ndarray, index: jnp.ndarray | None = None, *, model,
+              objective: Objective, cfg: ModelConfig, rng: jax.Array,
+              noise: str = "") -> dict[str, jnp.ndarray]:
   """Per-example test figures of ``batch`` ``(B, ...)``, each ``(B, ...)``.
+
+  ``index`` ``(B,)``: each example's position in the evaluated set (default
+  ``0..B-1``), which keys its random draws (corruption, the VAE's samples,
+  Hutchinson's probes): the figures do not depend on the batch size or the
+  number of devices.
 
   Every kind: ``loss`` (the configured reconstruction loss), ``bce`` and
   ``mse`` of the reconstruction; then the kind's own figures (its
@@ -175,10 +181,12 @@ def eval_step(variables, batch: jnp.ndarray, *, model, objective: Objective,
       "mse": losses.mse_per_example(jax.nn.sigmoid(logits), batch),
   }
   kind = objectives.kind(cfg.kind)
+  info = BatchInfo.whole(batch.shape[0]) if index is None else BatchInfo(
+      jnp.zeros((), jnp.int32), jnp.asarray(index, jnp.int32))
   if kind.eval_figures is not None:
-    out.update(kind.eval_figures(model, variables, batch, rng, cfg))
+    out.update(kind.eval_figures(model, variables, batch, rng, cfg, info))
   if noise:
-    keys = BatchInfo.whole(batch.shape[0]).keys(rng, CORRUPTION_TAG)
+    keys = info.keys(rng, CORRUPTION_TAG)
     noisy = objectives.corrupt(batch, keys, noise)
     out["noisy_mse"] = losses.mse_per_example(noisy, batch)
     out["denoised_mse"] = losses.mse_per_example(

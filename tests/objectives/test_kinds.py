@@ -1,12 +1,16 @@
 """Every kind on every backbone runs through the compiled chunk, and one device
 equals four for every kind that draws random numbers, with both strategies."""
 
+import functools
+
 import chex
 import jax
 import numpy as np
 import pytest
 
 from flaxae.config import ModelConfig
+from flaxae.train import parallel
+from flaxae.train.step import eval_step, summarize_eval
 
 from tests.objectives.helpers import Trainer, digits
 from tests.train.helpers import rel_diff
@@ -78,3 +82,32 @@ def test_dense_trains_and_four_devices_equal_one(kind):
     assert rel_diff(four.state.opt_state, one.state.opt_state) <= 1e-5, strategy
     if one.state.model_state:
       assert rel_diff(four.state.model_state, one.state.model_state) <= 1e-5, strategy
+
+
+@pytest.mark.parametrize("model,noise", [
+    (ModelConfig(kind="vae", iwae_samples=3, **DENSE), ""),
+    (ModelConfig(kind="contractive", jacobian="hutchinson", **DENSE), ""),
+    (ModelConfig(kind="denoising", noise="gaussian:0.5", **DENSE), "gaussian:0.5"),
+])
+def test_test_figures_do_not_depend_on_the_batch_size_or_the_devices(model, noise):
+  # Each example's random draws (the VAE's samples, the probes, the corruption)
+  # are keyed by its position in the test set, not in its evaluation batch.
+  trainer = Trainer(model, digits()[0], batch_size=32).advance(3)
+  x = digits()[1][:203]
+
+  def figures(batch_size, devices):
+    mesh = parallel.make_mesh(devices)
+    evaluate = parallel.make_eval(functools.partial(
+        eval_step, model=trainer.module, objective=None, cfg=model, rng=jax.random.key(0),
+        noise=noise), mesh)
+    return parallel.evaluate(evaluate, trainer.variables, x, batch_size, devices,
+                             functools.partial(summarize_eval, cfg=model))
+
+  whole = figures(1000, 1)
+  random = {"vae": "iwae_nll", "contractive": "jacobian_norm", "denoising": "noisy_psnr"}
+  assert random[model.kind] in whole
+  counts = [(90, 1), (64, 1)] + ([(90, 4)] if jax.device_count() >= 4 else [])
+  for batch_size, devices in counts:
+    other = figures(batch_size, devices)
+    for k, v in whole.items():
+      assert other[k] == pytest.approx(v, rel=1e-5, abs=1e-6), (k, batch_size, devices)
