@@ -7,6 +7,7 @@ fix are one line on stderr and exit status 2; ``--debug`` shows the traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sys
@@ -46,22 +47,25 @@ def train(cfg: Annotated[Config, tyro.conf.arg(name=""), tyro.conf.FlagConversio
   """Train an autoencoder (or resume the run in --run_dir).
 
   ``--config=FILE.json`` (a run's config.json, or its run directory) starts
-  from a saved config instead of the defaults; the other options override it.
-  Ctrl-C or SIGTERM saves a checkpoint at the current step and exits with
+  from a saved config instead of the defaults (all but its distributed
+  section: how a job is launched is given anew); the other options override
+  it. Ctrl-C or SIGTERM saves a checkpoint at the current step and exits with
   128 + the signal number; the same command resumes.
 
   Args:
     cfg: The run's data, model, training, checkpoint and distributed settings.
     progress: Show a progress bar on stderr.
   """
+  import jax  # pylint: disable=import-outside-toplevel
   from flaxae.api import fit  # pylint: disable=import-outside-toplevel
   run = fit(cfg, progress=progress)
+  speaks = jax.process_index() == 0  # Multi-process: process 0 speaks for the job.
   if run.interrupted_by is not None:
-    print(f"interrupted at step {run.state.steps_done}; checkpoint saved in "
-          f"{run.dir.resolve()}; run the same command to resume", file=sys.stderr)
+    if speaks:
+      print(f"interrupted at step {run.state.steps_done}; checkpoint saved in "
+            f"{run.dir.resolve()}; run the same command to resume", file=sys.stderr)
     return 128 + run.interrupted_by
-  import jax  # pylint: disable=import-outside-toplevel
-  if jax.process_index() != 0:  # Multi-process: process 0 speaks for the job.
+  if not speaks:
     return 0
   last = run.history[-1] if run.history else {}
   summary = {k: round(v, 6) for k, v in last.items()
@@ -130,7 +134,10 @@ def _config_file(argv: list[str]) -> tuple[list[str], dict[str, typing.Callable]
     return argv, COMMANDS
   if not path:
     raise ConfigError("--config needs a file: a run's config.json, or its run directory")
-  command = functools.partial(COMMANDS[argv[0]], cfg=config_lib.read(path))
+  # A run's settings, not how its job was launched (a multi-process run's
+  # coordinator and process id would make a single process wait for peers).
+  cfg = dataclasses.replace(config_lib.read(path), distributed=config_lib.DistributedConfig())
+  command = functools.partial(COMMANDS[argv[0]], cfg=cfg)
   return rest, {**COMMANDS, argv[0]: command}
 
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 
 def _free_port() -> int:
@@ -25,30 +27,106 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+def _check_port(port: int) -> None:
+  """Refuses a coordinator port this machine cannot listen on (JAX would wait
+  minutes for peers, then crash)."""
+  if not 0 < port < 65536:
+    raise LaunchError(f"--port must be in 1..65535, got {port}")
+  with socket.socket() as s:
+    try:
+      s.bind(("localhost", port))
+    except OSError as e:
+      raise LaunchError(f"cannot use port {port} for the coordinator ({e.strerror}); "
+                        "choose another --port, or leave it out for a free one") from None
+
+
+class LaunchError(Exception):
+  """A launch that cannot start."""
+
+
+def _end_with_the_launcher() -> None:
+  """In a worker, before it starts: SIGTERM when the launcher dies (Linux), so
+  that a killed launcher leaves no job behind; the workers save and exit."""
+  if sys.platform.startswith("linux"):
+    import ctypes  # pylint: disable=import-outside-toplevel
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+# After a worker fails, the others get this long to end by themselves (their
+# collectives fail on JAX's heartbeat) before they are killed.
+FAILURE_GRACE_S = 30.0
+
+
 def launch(argv: list[str], num_processes: int, devices_per_process: int = 0,
            port: int = 0, timeout: float | None = None) -> int:
-  """Runs ``flaxae <argv>`` in ``num_processes`` processes; returns the worst status."""
+  """Runs ``flaxae <argv>`` in ``num_processes`` processes; returns the worst status.
+
+  SIGINT and SIGTERM to the launcher are passed on to every worker (each
+  saves a checkpoint at the same step and exits 130 / 143; a second signal
+  ends them at once), so the job stops as one. The workers run in their own
+  sessions: a terminal's Ctrl-C reaches them through the launcher, once; and
+  on Linux a launcher that dies (even by SIGKILL) sends them SIGTERM.
+  """
+  if num_processes < 1:
+    raise LaunchError(f"--num_processes must be at least 1, got {num_processes}")
+  if port:
+    _check_port(port)
   port = port or _free_port()
-  procs = []
-  for i in range(num_processes):
-    env = dict(os.environ)
-    if devices_per_process:
-      env["XLA_FLAGS"] = (f"{env.get('XLA_FLAGS', '')} "
-                          f"--xla_force_host_platform_device_count={devices_per_process}")
-      env.setdefault("JAX_PLATFORMS", "cpu")
-    cmd = [sys.executable, "-m", "flaxae.cli", *argv, "--distributed.enabled=True",
-           f"--distributed.coordinator=localhost:{port}",
-           f"--distributed.num_processes={num_processes}", f"--distributed.process_id={i}"]
-    procs.append(subprocess.Popen(cmd, env=env))
-  codes = []
+  procs: list[subprocess.Popen] = []
+  signalled = []
+
+  def forward(signum, frame):
+    del frame
+    signalled.append(signum)
+    for p in procs:
+      if p.poll() is None:
+        p.send_signal(signum)
+
+  old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
   try:
-    for p in procs:
-      codes.append(p.wait(timeout=timeout))
-  except BaseException:
-    for p in procs:
-      p.kill()
-    raise
-  return max(codes, key=abs)
+    for i in range(num_processes):
+      env = dict(os.environ)
+      if devices_per_process:
+        env["XLA_FLAGS"] = (f"{env.get('XLA_FLAGS', '')} "
+                            f"--xla_force_host_platform_device_count={devices_per_process}")
+        env.setdefault("JAX_PLATFORMS", "cpu")
+      cmd = [sys.executable, "-m", "flaxae.cli", *argv, "--distributed.enabled=True",
+             f"--distributed.coordinator=localhost:{port}",
+             f"--distributed.num_processes={num_processes}", f"--distributed.process_id={i}"]
+      procs.append(subprocess.Popen(cmd, env=env, start_new_session=True,
+                                    preexec_fn=_end_with_the_launcher))
+    return _wait(procs, signalled, timeout)
+  finally:
+    for p in procs:  # Only after a timeout or an error of the launcher's own.
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+    for sig, handler in old.items():
+      signal.signal(sig, handler)
+
+
+def _wait(procs: list[subprocess.Popen], signalled: list[int],
+          timeout: float | None) -> int:
+  """The worst exit status once every worker has ended. A worker that fails
+  (not on a signal passed on) leaves the others ``FAILURE_GRACE_S`` to end."""
+  start, failed_at = time.monotonic(), None
+  while any(p.poll() is None for p in procs):
+    now = time.monotonic()
+    if timeout is not None and now - start > timeout:
+      raise subprocess.TimeoutExpired([p.args for p in procs], timeout)
+    failed = [p for p in procs if p.poll() not in (None, 0)]
+    if failed and not signalled and failed_at is None:
+      failed_at = now
+      print(f"flaxae.launch: a worker exited with status {failed[0].returncode}; "
+            f"stopping the others in {FAILURE_GRACE_S:.0f} s unless they end",
+            file=sys.stderr)
+    if failed_at is not None and now - failed_at > FAILURE_GRACE_S:
+      for p in procs:
+        if p.poll() is None:
+          p.kill()
+    time.sleep(0.1)
+  return max((p.returncode for p in procs), key=abs)
 
 
 def main() -> int:
@@ -63,7 +141,10 @@ def main() -> int:
   command = args.command[1:] if args.command[:1] == ["--"] else args.command
   if not command:
     parser.error("give the flaxae command after --")
-  return launch(command, args.num_processes, args.devices_per_process, args.port)
+  try:
+    return launch(command, args.num_processes, args.devices_per_process, args.port)
+  except LaunchError as e:
+    parser.error(str(e))
 
 
 if __name__ == "__main__":

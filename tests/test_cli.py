@@ -52,6 +52,22 @@ def test_a_saved_config_is_the_defaults_options_override(trained, tmp_path):
   assert again["train"] == {**saved["train"], "epochs": 1}
 
 
+def test_a_saved_config_leaves_out_how_its_job_was_launched(trained, tmp_path):
+  # A multi-process run's config.json names its coordinator and process id: taken
+  # up by --config, a single process would wait for peers that never come.
+  from flaxae import cli  # pylint: disable=import-outside-toplevel
+  run_dir, _ = trained
+  saved = json.loads((run_dir / "config.json").read_text())
+  saved["distributed"] = {"enabled": True, "coordinator": "localhost:1", "num_processes": 2,
+                          "process_id": 1, "cpu_collectives": "gloo"}
+  (tmp_path / "mh.json").write_text(json.dumps(saved))
+  rest, commands = cli._config_file(["train", f"--config={tmp_path / 'mh.json'}", "--x=1"])
+  assert rest == ["train", "--x=1"]
+  cfg = commands["train"].keywords["cfg"]
+  assert not cfg.distributed.enabled and cfg.distributed.process_id == -1
+  assert cfg.model.widths == (64, 32, 8)
+
+
 def test_eval(trained, tmp_path):
   run_dir, _ = trained
   out = flaxae("eval", str(run_dir), f"--json_out={tmp_path / 'e.json'}")

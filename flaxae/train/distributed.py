@@ -7,10 +7,16 @@ logs, progress bars and files come from process 0 only.
 
 from __future__ import annotations
 
-import jax
+import hashlib
+import json
 
-from flaxae.config import DistributedConfig
-from flaxae.errors import ConfigError
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from flaxae import config as config_lib
+from flaxae.config import Config, DistributedConfig
+from flaxae.errors import ConfigError, DataError
 
 
 def initialize(cfg: DistributedConfig) -> None:
@@ -32,6 +38,52 @@ def initialize(cfg: DistributedConfig) -> None:
         f"cannot join the distributed runtime ({str(e).splitlines()[0]}); set "
         "distributed.coordinator, distributed.num_processes and distributed.process_id, "
         "or run under a cluster manager JAX detects") from e
+
+
+# What every process of a job must share, each compared on its own so that the
+# error names it. Paths and caches may differ between hosts (the data's
+# contents are compared instead); the distributed section differs by design.
+_SHARED = {
+    "model": lambda d: d["model"],
+    "train": lambda d: d["train"],
+    "checkpoint": lambda d: d["checkpoint"],
+    "data": lambda d: {k: v for k, v in d["data"].items() if k not in ("dir", "path")},
+}
+
+
+def check_same_job(cfg: Config, data_digest: str) -> None:
+  """Refuses a job whose processes were started with other settings or other
+  data: they would train different models under one name, or hang in a
+  collective. A collective itself (every process must call it); a no-op in a
+  single process.
+
+  Raises:
+    ConfigError: a model, train, checkpoint or data setting differs.
+    DataError: the data's contents differ (``data_digest``).
+  """
+  if jax.process_count() == 1:
+    return
+  settings = config_lib.to_dict(cfg)
+  parts = [json.dumps(part(settings), sort_keys=True) for part in _SHARED.values()]
+  parts.append(data_digest)
+  mine = np.stack([np.frombuffer(hashlib.blake2b(p.encode(), digest_size=8).digest(),
+                                 np.uint8) for p in parts])
+  every = np.asarray(multihost_utils.process_allgather(mine))  # (processes, parts, 8)
+  differ = [i for i in range(len(parts)) if (every[:, i] != every[0, i]).any()]
+  if not differ:
+    return
+  others = sorted({p for i in differ for p in range(len(every))
+                   if (every[p, i] != every[0, i]).any()})
+  who = f"process(es) {', '.join(map(str, others))} against process 0"
+  names = [name for i, name in enumerate(_SHARED) if i in differ]
+  if names:
+    raise ConfigError(
+        f"the processes of this job were started with different settings ({who}: "
+        f"{', '.join(names)}); start every process with the same options (only the "
+        "distributed ones differ)")
+  raise DataError(
+      f"the processes of this job read different data ({who}: other contents or "
+      "shapes); give every process the same data set")
 
 
 def is_main_process() -> bool:

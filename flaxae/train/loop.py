@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from flaxae import config as config_lib
 from flaxae import io, objectives
@@ -167,7 +168,13 @@ class _EpochProfiler:
 
 
 class _StopRequest:
-  """Turns SIGINT/SIGTERM into a flag the loop checks between compiled calls."""
+  """Turns SIGINT/SIGTERM into a flag the loop checks between compiled calls.
+
+  In a job of several processes a signal may reach them at different moments
+  (a preemption notice to one host, a Ctrl-C relayed late): they stop at the
+  first compiled call after which any of them has one (:meth:`agreed`), so
+  that all save the same step and none waits in a collective for the others.
+  """
 
   def __init__(self):
     self.signum = None
@@ -190,6 +197,14 @@ class _StopRequest:
   def __exit__(self, *exc):
     for sig, old in self._old.items():
       signal.signal(sig, old)
+
+  def agreed(self) -> int | None:
+    """The signal this process or any other of the job has received (the
+    same answer on every process: a collective when there are several)."""
+    signum = self.signum or 0
+    if jax.process_count() > 1:
+      signum = int(np.max(multihost_utils.process_allgather(np.int32(signum))))
+    return signum or None
 
 
 def train_and_evaluate(cfg: Config, *, progress: bool = True,
@@ -232,6 +247,8 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
   else:
     ds: Dataset = load_dataset(cfg.data)
     train_set, test_x, feature_shape = ds.train_x, ds.test_x, ds.feature_shape
+  digest = data_digest(train_set, test_x)
+  distributed.check_same_job(cfg, digest)  # Before any collective that would hang.
   num_train, batch_size = len(train_set), cfg.train.batch_size
   built = setup(cfg, feature_shape, num_train)
   mesh, model, objective, state_sharding = (built.mesh, built.model, built.objective,
@@ -247,7 +264,7 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
       "feature_shape": list(feature_shape),
       "steps_per_epoch": schedule.steps_per_epoch,
       "num_train": num_train, "num_test": len(test_x),
-      "data_digest": data_digest(train_set, test_x),
+      "data_digest": digest,
       "fingerprint": config_lib.fingerprint(cfg),
   }
   if resuming and (run_dir / RUN_FILE).exists():
@@ -309,7 +326,8 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
       cfg.profile and main_process) else None
   try:
     with _StopRequest() as stop:
-      while step < limit and stop.signum is None:
+      stopping = None  # The signal every process stops for.
+      while step < limit and stopping is None:
         end = min(schedule.next_stop(step), limit)
         if feeder is not None:  # Read the next chunk while this one trains.
           feeder.prefetch(end, min(schedule.next_stop(end), limit) - end)
@@ -358,7 +376,8 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
                           sps=f"{record['samples_per_s']:.0f}")
           epoch_sums, epoch_steps = {}, 0
           epoch_start, timed_steps = time.perf_counter(), 0
-        if schedule.is_checkpoint(step) or step == limit or stop.signum is not None:
+        stopping = stop.agreed()  # After the evaluation: a signal during it counts.
+        if schedule.is_checkpoint(step) or step == limit or stopping is not None:
           ckpt.save(step, state, _meta(cfg, step, schedule, epoch_sums, epoch_steps))
   finally:
     if profiler is not None:
@@ -373,7 +392,7 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
   if jax.process_count() > 1:  # Host copies: the global arrays span other processes.
     variables = jax.device_get(variables)
   run = Run(run_dir, cfg, model, variables,
-            history, state=state, interrupted_by=stop.signum)
+            history, state=state, interrupted_by=stopping)
   # --- Outputs --------------------------------------------------------------
   if step == schedule.total_steps:
     # Every process gathers the models (a collective); one writes.

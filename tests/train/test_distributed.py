@@ -4,13 +4,16 @@ and a killed 2-process job resumes from its checkpoint."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 import flaxae
+from flaxae import launch as launch_module
 from flaxae.config import CheckpointConfig, Config, DataConfig, ModelConfig, TrainConfig
 from flaxae.kernels import native
 from flaxae.train.loop import train_and_evaluate
@@ -28,6 +31,33 @@ def _launch(run_dir, epochs, port=0, extra=()):
          f"--run_dir={run_dir}", f"--train.epochs={epochs}", *ARGS, *extra]
   return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True, start_new_session=True)
+
+
+def _workers(launcher):
+  """The launcher's worker processes' ids, once both have started."""
+  deadline = time.monotonic() + 60
+  while time.monotonic() < deadline:
+    found = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True,
+                           text=True, check=False).stdout.split()
+    if len(found) == 2:
+      return sorted(int(p) for p in found)
+    time.sleep(0.05)
+  raise AssertionError("the launcher did not start its 2 workers")
+
+
+def _wait_for_checkpoint(run_dir, proc, timeout=240):
+  ckpts = run_dir / "checkpoints"
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    done = [p for p in ckpts.iterdir() if p.name.isdigit()] if ckpts.is_dir() else []
+    if done or proc.poll() is not None:
+      break
+    time.sleep(0.01)
+  assert proc.poll() is None, "the job ended before it could be stopped"
+
+
+def _saved_steps(run_dir):
+  return sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
 
 
 def _one_process_four_devices(run_dir, epochs):
@@ -71,17 +101,13 @@ def test_seeds_split_over_two_processes_equal_their_own_runs(tmp_path):
 def test_killed_job_resumes_from_its_checkpoint(tmp_path):
   run_dir = tmp_path / "mh"
   proc = _launch(run_dir, epochs=4)
-  ckpts = run_dir / "checkpoints"
-  deadline = time.monotonic() + 240
-  while time.monotonic() < deadline:
-    done = [p for p in ckpts.iterdir() if p.name.isdigit()] if ckpts.is_dir() else []
-    if done or proc.poll() is not None:
-      break
-    time.sleep(0.01)
-  assert proc.poll() is None, "the job ended before it could be killed"
-  os.killpg(proc.pid, signal.SIGKILL)  # The launcher and both workers.
+  workers = _workers(proc)
+  _wait_for_checkpoint(run_dir, proc)
+  for pid in workers:  # Every process at once, as a power cut would.
+    os.kill(pid, signal.SIGKILL)
+  os.kill(proc.pid, signal.SIGKILL)
   proc.wait()
-  saved = sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit())
+  saved = _saved_steps(run_dir)
   assert saved and saved[-1] < 88
   proc = _launch(run_dir, epochs=4)
   _, err = proc.communicate(timeout=300)
@@ -108,3 +134,66 @@ def test_two_processes_with_mkl_products_equal_one_process(tmp_path, strategy):
   assert two.config.train.cpu_matmuls == "mkl" and int(two.state.step) == 22
   one = _one_process_four_devices(tmp_path / "sp", epochs=1)
   assert rel_diff(two.state.params, one.state.params) <= 1e-5
+
+
+@pytest.mark.parametrize("to", ["one worker", "the launcher"])
+def test_a_signal_stops_the_whole_job_at_one_step(tmp_path, to):
+  # SIGTERM to one worker only (a preemption notice to one host): the processes
+  # agree after the next compiled call, both save that step and exit 143. To the
+  # launcher: it passes the signal on to every worker.
+  run_dir = tmp_path / "mh"
+  proc = _launch(run_dir, epochs=400)
+  workers = _workers(proc)
+  _wait_for_checkpoint(run_dir, proc)
+  os.kill(workers[1] if to == "one worker" else proc.pid, signal.SIGTERM)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 128 + signal.SIGTERM, err
+  assert err.count("interrupted at step") == 1  # Process 0 alone speaks.
+  step = int(err.split("interrupted at step ")[1].split(";")[0])
+  assert _saved_steps(run_dir)[-1] == step < 400 * 22
+  assert all(subprocess.run(["kill", "-0", str(p)], capture_output=True).returncode
+             for p in workers)  # No worker left behind.
+  assert int(flaxae.load(run_dir).state.step) == step
+
+
+def _worker(i, run_dir, port, extra):
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env.update(XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+  cmd = [sys.executable, "-m", "flaxae.cli", "train", f"--run_dir={run_dir}",
+         "--train.epochs=1", *ARGS, "--distributed.enabled=True",
+         f"--distributed.coordinator=localhost:{port}", "--distributed.num_processes=2",
+         f"--distributed.process_id={i}", *extra]
+  return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+
+
+@pytest.mark.parametrize("other,message", [
+    (["--train.seed=5"], "different settings (process(es) 1 against process 0: train)"),
+    (["--model.widths=16,8"], "different settings (process(es) 1 against process 0: model)"),
+    ("data", "read different data (process(es) 1 against process 0"),
+])
+def test_processes_started_with_other_settings_or_data_are_refused(tmp_path, other, message):
+  rng = np.random.default_rng(0)
+  files = []
+  for i in range(2):  # The same shape, other contents.
+    files.append(tmp_path / f"data{i}.npy")
+    np.save(files[-1], rng.integers(0, 256, (512, 8, 8), np.uint8))
+  same = ["--data.name=npy", f"--data.path={files[0]}"]
+  extra = [same, ["--data.name=npy", f"--data.path={files[1]}"] if other == "data"
+           else same + other]
+  port = launch_module._free_port()
+  procs = [_worker(i, tmp_path / "mh", port, extra[i]) for i in range(2)]
+  for p in procs:
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 2, err
+    assert message in err and "Traceback" not in err
+  assert not (tmp_path / "mh" / "checkpoints").exists()
+
+
+def test_a_port_in_use_is_refused_before_any_worker_starts(capsys):
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    s.listen()
+    port = s.getsockname()[1]
+    with pytest.raises(launch_module.LaunchError, match=f"cannot use port {port}"):
+      launch_module.launch(["train"], 2, port=port)
