@@ -1,17 +1,26 @@
-"""Pictures, saved as PNG with a headless backend."""
+"""Pictures, saved as PNG (or PDF, SVG) files.
+
+Figures are made without pyplot (``matplotlib.figure.Figure`` draws through
+the file format's own canvas), so importing flaxae leaves the process's
+matplotlib backend alone: a notebook's inline figures, an application's GUI.
+"""
 
 from __future__ import annotations
 
 import os
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
-import numpy as np  # pylint: disable=wrong-import-position
+from flaxae import io
+from flaxae.errors import ConfigError, DataError, ShapeError
 
-from flaxae import io  # pylint: disable=wrong-import-position
-from flaxae.errors import ConfigError, DataError, ShapeError  # pylint: disable=wrong-import-position
+
+def _subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float],
+              **kwargs):
+  """``(figure, axes)`` like ``pyplot.subplots``, outside pyplot's registry."""
+  fig = Figure(figsize=figsize)
+  return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
 def _as_images(x: np.ndarray, image_shape: tuple[int, ...] | None) -> np.ndarray:
@@ -41,7 +50,7 @@ def save_grid(rows: list[np.ndarray], path: str | os.PathLike, *,
   """Saves rows of images (each ``(N, ...)``) as one PNG grid, atomically."""
   rows = [_as_images(r, image_shape) for r in rows]
   cols = max(len(r) for r in rows)
-  fig, axes = plt.subplots(len(rows), cols, squeeze=False,
+  fig, axes = _subplots(len(rows), cols, squeeze=False,
                            figsize=(cols * 1.0, len(rows) * 1.1))
   for i, row in enumerate(rows):
     for j in range(cols):
@@ -54,7 +63,6 @@ def save_grid(rows: list[np.ndarray], path: str | os.PathLike, *,
   fig.tight_layout()
   with io.atomic_path(path) as tmp:
     fig.savefig(tmp, dpi=80)
-  plt.close(fig)
 
 
 def save_reconstructions(x: np.ndarray, recon: np.ndarray, path: str | os.PathLike,
@@ -68,7 +76,6 @@ def _save(fig, path: str | os.PathLike, dpi: int = 100) -> None:
   """Saves and closes ``fig``, atomically."""
   with io.atomic_path(path) as tmp:
     fig.savefig(tmp, dpi=dpi)
-  plt.close(fig)
 
 
 def save_triplets(noisy: np.ndarray, denoised: np.ndarray, clean: np.ndarray,
@@ -104,7 +111,7 @@ def save_mosaic(grid: np.ndarray, path: str | os.PathLike, *, title: str | None 
   tiled = mosaic(images.reshape(rows, cols, *images.shape[1:]))
   height, width = tiled.shape[:2]
   scale = 6.0 / max(height, width)
-  fig, ax = plt.subplots(figsize=(max(width * scale, 2.0) + (1.0 if row_labels else 0.0),
+  fig, ax = _subplots(figsize=(max(width * scale, 2.0) + (1.0 if row_labels else 0.0),
                                   max(height * scale, 1.0) + (0.4 if title else 0.0)))
   ax.imshow(tiled, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
   ax.set_xticks([])
@@ -178,7 +185,7 @@ def save_latent_scatter(codes: np.ndarray, labels: np.ndarray | None,
                         title: str | None = None, seed: int = 0) -> None:
   """2-D scatter of codes coloured by class (see :func:`project_2d`)."""
   points, used = project_2d(codes, method, seed)
-  fig, ax = plt.subplots(figsize=(6, 5))
+  fig, ax = _subplots(figsize=(6, 5))
   if labels is None:
     ax.scatter(points[:, 0], points[:, 1], s=3, alpha=0.6)
   else:
@@ -221,7 +228,7 @@ def save_loss_curves(history: list[dict] | str | os.PathLike, path: str | os.Pat
   """Per-epoch curves of ``keys`` from a history (or a run directory's metrics.jsonl)."""
   if not isinstance(history, list):
     history = read_history(history)
-  fig, ax = plt.subplots(figsize=(6, 4))
+  fig, ax = _subplots(figsize=(6, 4))
   for key in keys:
     points = [(r.get("epoch", i + 1), r[key]) for i, r in enumerate(history) if key in r]
     if points:
@@ -240,7 +247,7 @@ def save_rate_distortion(curves: dict[str, tuple[np.ndarray, np.ndarray]],
                          title: str | None = None,
                          xlim: tuple[float, float] | None = None) -> None:
   """Quality against bits per pixel, one line per codec: ``{name: (bpp, quality)}``."""
-  fig, ax = plt.subplots(figsize=(6, 4.5))
+  fig, ax = _subplots(figsize=(6, 4.5))
   for name, (bpp, quality) in curves.items():
     order = np.argsort(bpp)
     ax.plot(np.asarray(bpp)[order], np.asarray(quality)[order], marker="o", ms=3,
@@ -258,7 +265,7 @@ def save_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | os.Pa
   """ROC curves ``{name: (is_anomaly, score)}`` (higher score: more anomalous),
   with their AUC in the legend."""
   from sklearn.metrics import roc_auc_score, roc_curve  # pylint: disable=import-outside-toplevel
-  fig, ax = plt.subplots(figsize=(5, 5))
+  fig, ax = _subplots(figsize=(5, 5))
   for name, (truth, score) in curves.items():
     fpr, tpr, _ = roc_curve(truth, score)
     ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(truth, score):.3f})")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import matplotlib.image
 import numpy as np
@@ -119,3 +121,15 @@ def test_writes_are_atomic_and_checked(tmp_path):
   assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]  # No temporary left.
   with pytest.raises(OutputError, match="does not exist"):
     viz.save_samples(RNG.random((4, 16)), tmp_path / "missing" / "a.png")
+
+
+def test_drawing_leaves_the_processs_matplotlib_backend_alone(tmp_path):
+  # A notebook's inline backend or an application's GUI one stays the user's.
+  code = ("import matplotlib; matplotlib.use('svg'); import numpy as np; "
+          "import flaxae.api; from flaxae import viz; "
+          f"viz.save_grid([np.zeros((2, 4, 4))], {str(tmp_path / 'g.png')!r}); "
+          "print(matplotlib.get_backend())")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120, check=True)
+  assert out.stdout.strip() == "svg"
+  assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
