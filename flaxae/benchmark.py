@@ -220,22 +220,22 @@ def user_benchmark(cfg: Config, *, batch_sizes: tuple[int, ...] = (), samples: i
     raise ConfigError(f"batch sizes must be positive, got {','.join(map(str, batch_sizes))}")
   if json_out:
     io.check_output(json_out, overwrite)
-  parallel.use_compilation_cache(cfg.compilation_cache)
-  train_x = load_dataset(cfg.data).train_x
-  peak = None
-  if roofline:
-    peak = matmul_peak(repeats=5, dtype=cfg.train.compute_dtype)
-  records = []
-  for bs in batch_sizes or (cfg.train.batch_size,):
-    run_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=bs))
-    steps = steps_per_rep(bs, samples)
-    rec = run(run_cfg, tiled(train_x, steps * bs), reps=reps, inference=inference,
-              resident_bytes=True)
-    rec["train_gflops"] = (rec["train"]["samples_per_s"] *
-                           train_flops_per_sample(rec["macs_per_sample"]) / 1e9)
-    if peak:
-      rec["roofline_pct"] = 100 * rec["train_gflops"] / peak["peak_gflops"]
-    records.append(rec)
+  with parallel.compilation_cache(cfg.compilation_cache):
+    train_x = load_dataset(cfg.data).train_x
+    peak = None
+    if roofline:
+      peak = matmul_peak(repeats=5, dtype=cfg.train.compute_dtype)
+    records = []
+    for bs in batch_sizes or (cfg.train.batch_size,):
+      run_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=bs))
+      steps = steps_per_rep(bs, samples)
+      rec = run(run_cfg, tiled(train_x, steps * bs), reps=reps, inference=inference,
+                resident_bytes=True)
+      rec["train_gflops"] = (rec["train"]["samples_per_s"] *
+                             train_flops_per_sample(rec["macs_per_sample"]) / 1e9)
+      if peak:
+        rec["roofline_pct"] = 100 * rec["train_gflops"] / peak["peak_gflops"]
+      records.append(rec)
   print(f"{cfg.model.arch} AE, {cfg.model.kind}, {cfg.model.loss} loss, "
         f"{cfg.train.optimizer}, data {cfg.data.name} {tuple(train_x.shape[1:])}, "
         f"{records[0]['platform']}; {reps} repetitions of ~{samples} examples")

@@ -220,13 +220,18 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
   Returns:
     The trained :class:`~flaxae.api.Run`.
   """
+  cfg = config_lib.validate(cfg)
+  with parallel.compilation_cache(cfg.compilation_cache):
+    return _train_and_evaluate(cfg, progress=progress, stop_after_steps=stop_after_steps)
+
+
+def _train_and_evaluate(cfg: Config, *, progress: bool,
+                        stop_after_steps: int | None) -> "Run":
   from flaxae.api import Run  # pylint: disable=import-outside-toplevel
   from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
 
   # --- Config, data, mesh, model: everything checked before anything is written
-  cfg = config_lib.validate(cfg)
   distributed.initialize(cfg.distributed)
-  parallel.use_compilation_cache(cfg.compilation_cache)
   main_process = distributed.is_main_process()
   # Paths absolute, in config.json too: a run is used and resumed from anywhere.
   run_dir = Path(cfg.resolved_run_dir()).absolute()

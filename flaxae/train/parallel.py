@@ -24,16 +24,18 @@ data-parallel over the group's ``data`` devices.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
-from typing import Callable
+from typing import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.experimental import multihost_utils
+from jax.experimental.compilation_cache import compilation_cache as jax_compilation_cache
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -232,8 +234,10 @@ def model_matmuls(cpu_matmuls: str, mesh: Mesh, strategy: str, num_seeds: int = 
   return "mkl"
 
 
-def use_compilation_cache(folder: str) -> None:
-  """Keeps compiled programs in ``folder`` (JAX's persistent compilation cache).
+@contextlib.contextmanager
+def compilation_cache(folder: str) -> Iterator[None]:
+  """Keeps the programs compiled inside in ``folder`` (JAX's persistent
+  compilation cache), and puts the process's own setting back after.
 
   A later process that compiles the same program (a resumed run, the same
   config again, another seed of the same shapes) loads it instead: XLA:GPU's
@@ -242,14 +246,22 @@ def use_compilation_cache(folder: str) -> None:
   under ``jax_persistent_cache_min_compile_time_secs`` (JAX's default: 1 s)
   are not kept. An empty ``folder`` changes nothing.
   """
-  if not folder:
-    return
-  path = os.path.abspath(os.path.expanduser(folder))
-  if os.path.exists(path) and not os.path.isdir(path):
+  path = os.path.abspath(os.path.expanduser(folder)) if folder else None
+  if path is not None and os.path.exists(path) and not os.path.isdir(path):
     raise ConfigError(f"compilation_cache {folder!r} is a file, not a folder")
-  if jax.config.jax_compilation_cache_dir == path:
+  old = jax.config.jax_compilation_cache_dir
+  if path is None or path == old:
+    yield
     return
-  jax.config.update("jax_compilation_cache_dir", path)  # Also after earlier compilations.
+  # JAX opens its cache once, at the first compilation that uses it: reset
+  # it, so that it opens the folder set now, and again the old one after.
+  jax_compilation_cache.reset_cache()
+  jax.config.update("jax_compilation_cache_dir", path)
+  try:
+    yield
+  finally:
+    jax_compilation_cache.reset_cache()
+    jax.config.update("jax_compilation_cache_dir", old)
 
 
 def make_train_chunk(step_fn: Callable, mesh: Mesh, strategy: str, *,

@@ -234,6 +234,14 @@ def test_compilation_cache_keeps_the_programs_and_a_second_run_loads_them(tmp_pa
     # The same run again compiles nothing: every program comes from the cache.
     assert events.count("/jax/compilation_cache/cache_hits") > 0
     assert events.count("/jax/compilation_cache/cache_misses") == 0
+    # The setting was the run's alone: the process's own is back, and a run
+    # without one (another model) keeps nothing in the folder.
+    assert jax.config.jax_compilation_cache_dir == before[0]
+    kept = sorted(p.name for p in cache.iterdir())
+    other = _cfg(tmp_path / "c", epochs=1)
+    train_and_evaluate(dataclasses.replace(
+        other, model=dataclasses.replace(other.model, widths=(8, 2))), progress=False)
+    assert sorted(p.name for p in cache.iterdir()) == kept
   finally:
     jax.monitoring.unregister_event_listener(listen)
     jax.config.update("jax_compilation_cache_dir", before[0])
