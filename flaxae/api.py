@@ -31,15 +31,31 @@ def _apply(model, variables, x, method):
   return model.apply(variables, x, method=method)
 
 
-def _numbers(x, what: str, scale_bytes: bool) -> np.ndarray:
-  """``x`` as float32 (uint8 divided by 255 if ``scale_bytes``), or a DataError
-  for non-numbers."""
-  x = np.asarray(x)
-  if x.dtype == np.uint8 and scale_bytes:
-    return x.astype(np.float32) / 255.0
-  if np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer):
-    return x.astype(np.float32)
-  raise DataError(f"{what} must be numbers (uint8 or float), got dtype {x.dtype}")
+def _array(x, what: str) -> np.ndarray:
+  """``x`` as a NumPy array of numbers (a memory-mapped one stays mapped), or
+  a DataError."""
+  try:
+    x = np.asarray(x)
+  except ValueError as e:  # A ragged list, say.
+    raise DataError(f"{what} must be an array of numbers ({e})") from None
+  if x.dtype == bool or not (np.issubdtype(x.dtype, np.floating)
+                             or np.issubdtype(x.dtype, np.integer)):
+    raise DataError(f"{what} must be numbers (uint8 or float), got dtype {x.dtype}")
+  return x
+
+
+def _float32(x: np.ndarray, what: str, images: bool) -> np.ndarray:
+  """Checked float32 values of ``x``: no NaN or Inf; images (uint8 divided by
+  255) in [0, 1]."""
+  x = x.astype(np.float32) / 255.0 if images and x.dtype == np.uint8 else (
+      x.astype(np.float32))
+  if not np.all(np.isfinite(x)):
+    raise DataError(f"{what} contain NaN or Inf")
+  if images and (x.min(initial=0.0) < 0.0 or x.max(initial=0.0) > 1.0):
+    raise DataError(
+        f"float inputs must be in [0, 1], got values in "
+        f"[{x.min():.3g}, {x.max():.3g}]; scale them (uint8 is divided by 255)")
+  return x
 
 
 def layouts(shape: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
@@ -72,29 +88,34 @@ def count_examples(shape: tuple[int, ...], example_shape: tuple[int, ...], what:
       f"axis, or one of them)")
 
 
-def _examples(x: np.ndarray, shape: tuple[int, ...], what: str, model_takes: str
-              ) -> np.ndarray:
-  """``x`` as ``(N, *shape)``: see :func:`count_examples`. A ShapeError when it
-  is none of these, a DataError when it holds NaN or Inf."""
-  x = x.reshape(count_examples(x.shape, shape, what, model_takes), *shape)
-  if not np.all(np.isfinite(x)):
-    raise DataError(f"{what} contain NaN or Inf")
-  return x
+def _examples(x, shape: tuple[int, ...], what: str, model_takes: str) -> np.ndarray:
+  """``x`` as ``(N, *shape)`` in its own dtype (see :func:`count_examples`), its
+  values not yet checked; a ShapeError or DataError."""
+  x = _array(x, what)
+  return x.reshape(count_examples(x.shape, shape, what, model_takes), *shape)
 
 
-def _images_of(x: np.ndarray, feature_shape: tuple[int, ...]) -> np.ndarray:
+def _images_of(x, feature_shape: tuple[int, ...]) -> np.ndarray:
   """Checks and converts inputs to float32 ``(N, *feature_shape)`` in [0, 1]."""
-  x = _examples(_numbers(x, "inputs", True), feature_shape, "inputs", "takes examples")
-  if x.min(initial=0.0) < 0.0 or x.max(initial=0.0) > 1.0:
-    raise DataError(
-        f"float inputs must be in [0, 1], got values in "
-        f"[{x.min():.3g}, {x.max():.3g}]; scale them (uint8 is divided by 255)")
-  return x
+  return _float32(_examples(x, feature_shape, "inputs", "takes examples"), "inputs", True)
 
 
-def _codes_of(z: np.ndarray, code_shape: tuple[int, ...]) -> np.ndarray:
+def _codes_of(z, code_shape: tuple[int, ...]) -> np.ndarray:
   """Checks and converts codes to float32 ``(N, *code_shape)``."""
-  return _examples(_numbers(z, "codes", False), code_shape, "codes", "decodes codes")
+  return _float32(_examples(z, code_shape, "codes", "decodes codes"), "codes", False)
+
+
+@functools.lru_cache(maxsize=16)
+def _eval_program(model: Autoencoder, cfg, seed: int, noise: str) -> Callable:
+  """The compiled evaluation of ``model`` on one device (one per model,
+  config, seed and corruption: a Run evaluated again compiles nothing)."""
+  # pylint: disable=import-outside-toplevel
+  from flaxae import objectives
+  from flaxae.train import parallel
+  from flaxae.train.step import eval_step
+  return parallel.make_eval(functools.partial(
+      eval_step, model=model, objective=objectives.get(cfg.kind), cfg=cfg,
+      rng=jax.random.key(seed), noise=noise), parallel.make_mesh(1))
 
 
 @dataclasses.dataclass
@@ -125,6 +146,7 @@ class Run:
 
   @property
   def feature_shape(self) -> tuple[int, ...]:
+    """The shape of one example, ``(H, W, C)`` for images, ``(D,)`` for vectors."""
     return tuple(self.model.feature_shape)
 
   @property
@@ -146,27 +168,42 @@ class Run:
     return dataclasses.replace(self, variables=seed_variables(self.state, seed_index),
                                seed_index=seed_index)
 
-  def _batched(self, x: np.ndarray, method: str, batch_size: int = 1024) -> np.ndarray:
+  def _batched(self, x: np.ndarray, method: str, images: bool,
+               batch_size: int = 1024) -> np.ndarray:
+    """``method`` of the examples ``x`` (checked and converted a batch at a
+    time, so that a memory-mapped ``x`` is never read whole). Each batch is
+    padded to a power of two (at most ``batch_size``): a service called with
+    inputs of every length compiles a dozen programs, not one per length."""
+    what = "inputs" if images else "codes"
     if not len(x):  # No examples: none out, in the shape the method gives.
       out = jax.eval_shape(lambda v, x: self.model.apply(v, x, method=method),
-                           self.variables, jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype))
+                           self.variables, jax.ShapeDtypeStruct((1, *x.shape[1:]), np.float32))
       return np.zeros((0, *out.shape[1:]), out.dtype)
-    out = [np.asarray(_apply(self.model, self.variables, x[i:i + batch_size], method))
-           for i in range(0, len(x), batch_size)]
+    out = []
+    for i in range(0, len(x), batch_size):
+      batch = _float32(np.asarray(x[i:i + batch_size]), what, images)
+      n = len(batch)
+      size = min(batch_size, 1 << (n - 1).bit_length())
+      if size > n:
+        batch = np.concatenate([batch, np.zeros((size - n, *batch.shape[1:]), batch.dtype)])
+      out.append(np.asarray(_apply(self.model, self.variables, batch, method))[:n])
     return np.concatenate(out)
 
   def encode(self, x: np.ndarray) -> np.ndarray:
     """Codes of images ``x`` (uint8, or float in [0, 1])."""
-    return self._batched(_images_of(x, self.feature_shape), "encode")
+    return self._batched(_examples(x, self.feature_shape, "inputs", "takes examples"),
+                         "encode", images=True)
 
   def decode(self, z: np.ndarray) -> np.ndarray:
     """Images in [0, 1] decoded from codes ``z`` (``(N, *code_shape)``, or one code)."""
-    logits = self._batched(_codes_of(z, self.code_shape), "decode")
+    logits = self._batched(_examples(z, self.code_shape, "codes", "decodes codes"),
+                           "decode", images=False)
     return np.asarray(jax.nn.sigmoid(logits))
 
   def reconstruct(self, x: np.ndarray) -> np.ndarray:
     """Reconstructions in [0, 1] of images ``x``."""
-    logits = self._batched(_images_of(x, self.feature_shape), "__call__")
+    logits = self._batched(_examples(x, self.feature_shape, "inputs", "takes examples"),
+                           "__call__", images=True)
     return np.asarray(jax.nn.sigmoid(logits))
 
   def evaluate(self, x: np.ndarray, noise: str | None = None) -> dict[str, float]:
@@ -203,18 +240,16 @@ class Run:
     """The test figures on ``x`` of a model's variables (this run's model)."""
     from flaxae import objectives  # pylint: disable=import-outside-toplevel
     from flaxae.train import parallel  # pylint: disable=import-outside-toplevel
-    # pylint: disable-next=import-outside-toplevel
-    from flaxae.train.step import eval_step, summarize_eval
+    from flaxae.train.step import summarize_eval  # pylint: disable=import-outside-toplevel
 
+    if noise is not None and not isinstance(noise, str):
+      raise ConfigError(f"noise must be a corruption such as 'gaussian:0.5', got {noise!r}")
     x = _images_of(x, self.feature_shape)
     if not len(x):
       raise DataError("no examples to evaluate")
     cfg = self.config.model
-    mesh = parallel.make_mesh(1)
-    eval_jit = parallel.make_eval(functools.partial(
-        eval_step, model=self.model, objective=objectives.get(cfg.kind), cfg=cfg,
-        rng=jax.random.key(self.config.train.seed),
-        noise=objectives.eval_noise(cfg, noise)), mesh)
+    eval_jit = _eval_program(self.model, cfg, self.config.train.seed,
+                             objectives.eval_noise(cfg, noise))
     return lambda variables: parallel.evaluate(
         eval_jit, variables, x, self.config.train.eval_batch_size, 1,
         functools.partial(summarize_eval, cfg=cfg))
@@ -228,6 +263,9 @@ class Run:
                         f"{self.config.model.kind}")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
       raise ConfigError(f"the number of samples must be a non-negative integer, got {n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not (
+        0 <= seed < 2**32):
+      raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
     return np.asarray(sample(self.model, self.variables, jax.random.key(seed), n))
 
   def write_outputs(self, test_x: np.ndarray, num_images: int = 10,
@@ -270,6 +308,8 @@ def load(run_dir: str | os.PathLike, step: int | None = None, seed_index: int = 
   from flaxae import kernels
   from flaxae.train import parallel
   from flaxae.train.loop import MetricsLogger, restore_state, seed_variables
+  if not isinstance(run_dir, (str, os.PathLike)):
+    raise ConfigError(f"load takes a run directory (a path), got {run_dir!r:.80}")
   if cpu_matmuls not in kernels.MATMULS:
     raise ConfigError(f"cpu_matmuls must be one of {kernels.MATMULS}, got {cpu_matmuls!r}")
   cfg, model, state, _ = restore_state(run_dir, step=step)
@@ -298,13 +338,16 @@ def as_run(run: Run | str | os.PathLike, seed_index: int | None = None) -> Run:
   return load(run, seed_index=0 if seed_index is None else seed_index)
 
 
-def encode(run: Run, x: np.ndarray) -> np.ndarray:
-  return run.encode(x)
+def encode(run: Run | str | os.PathLike, x: np.ndarray) -> np.ndarray:
+  """:meth:`Run.encode` of a Run or its run directory."""
+  return as_run(run).encode(x)
 
 
-def decode(run: Run, z: np.ndarray) -> np.ndarray:
-  return run.decode(z)
+def decode(run: Run | str | os.PathLike, z: np.ndarray) -> np.ndarray:
+  """:meth:`Run.decode` of a Run or its run directory."""
+  return as_run(run).decode(z)
 
 
-def reconstruct(run: Run, x: np.ndarray) -> np.ndarray:
-  return run.reconstruct(x)
+def reconstruct(run: Run | str | os.PathLike, x: np.ndarray) -> np.ndarray:
+  """:meth:`Run.reconstruct` of a Run or its run directory."""
+  return as_run(run).reconstruct(x)

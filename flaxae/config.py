@@ -295,6 +295,7 @@ class Config:
   compilation_cache: str = ""
 
   def resolved_run_dir(self) -> str:
+    """``run_dir``, or ``runs/<data>-<arch>-<kind>`` when it is empty."""
     if self.run_dir:
       return self.run_dir
     data = self.data.name.replace(":", "-").replace("/", "-")
@@ -323,6 +324,9 @@ _IN_UNIT = {"model.dropout"}
 def validate(cfg: Config) -> Config:
   """Checks types and choices (a config built in code has not met the CLI's
   checks), then ranges and names that types alone cannot; returns ``cfg``."""
+  if not isinstance(cfg, Config):
+    raise ConfigError(f"a flaxae.Config is needed, got {type(cfg).__name__} {cfg!r:.80}; "
+                      "to use a trained run, flaxae.load(run_dir)")
   from_dict(to_dict(cfg))
   flat = _flatten(to_dict(cfg))
   for key, value in flat.items():  # NaN passes every comparison below.

@@ -316,3 +316,45 @@ def test_damaged_run_files_are_named(work, tmp_path):
 def test_good_run_is_untouched_by_the_corpus(work):
   config = json.loads((work / "good" / "config.json").read_text())
   assert config["model"]["widths"] == [16, 4]
+
+
+def test_api_misuse_raises_flaxaes_own_errors(work):
+  import flaxae  # pylint: disable=import-outside-toplevel
+  from flaxae.apps import compress, generate  # pylint: disable=import-outside-toplevel
+  run = flaxae.load(work / "good")
+  x = np.random.default_rng(0).random((3, 8, 8, 1), np.float32)
+  cases = [
+      (lambda: flaxae.fit("runs/x"), ConfigError, "a flaxae.Config is needed, got str"),
+      (lambda: flaxae.load(None), ConfigError, "load takes a run directory"),
+      (lambda: run.encode([[1, 2], [3]]), DataError, "must be an array of numbers"),
+      (lambda: run.encode(np.zeros((2, 64), bool)), DataError, "got dtype bool"),
+      (lambda: run.evaluate(x, noise=3), ConfigError, "noise must be a corruption"),
+      (lambda: compress.compress(run, x, step="a"), ConfigError, "step must be a number"),
+      (lambda: generate.latent_grid(run, n=-1), ConfigError, "n ≥ 1 images a side"),
+  ]
+  for call, error, message in cases:
+    with pytest.raises(error, match=message):
+      call()
+  # The module-level helpers take a run directory too.
+  np.testing.assert_array_equal(flaxae.encode(work / "good", x), run.encode(x))
+
+
+def test_api_compiles_a_few_programs_for_inputs_of_every_length(work, tmp_path):
+  import flaxae  # pylint: disable=import-outside-toplevel
+  from flaxae import api  # pylint: disable=import-outside-toplevel
+  run = flaxae.load(work / "good")
+  x = np.random.default_rng(1).random((300, 8, 8, 1), np.float32)
+  before = api._apply._cache_size()
+  codes = [run.encode(x[:n]) for n in range(1, 41)]
+  assert api._apply._cache_size() - before <= 7  # Powers of two up to 64, not 40.
+  for n, c in enumerate(codes, 1):  # Padding changes no example's code.
+    np.testing.assert_allclose(c, run.encode(x)[:n], rtol=1e-6, atol=1e-6)
+  # A memory-mapped input is read a batch at a time, with the same result.
+  np.save(tmp_path / "x.npy", (x * 255).astype(np.uint8))
+  mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+  np.testing.assert_array_equal(run.encode(mapped), run.encode(np.asarray(mapped)))
+  # Evaluating again compiles nothing.
+  run.evaluate(x)
+  hits = api._eval_program.cache_info().hits
+  run.evaluate(x[:100])
+  assert api._eval_program.cache_info().hits == hits + 1

@@ -101,6 +101,9 @@ def dequantize(q: np.ndarray, step: float) -> np.ndarray:
 
 
 def check_step(step: float) -> float:
+  """``step`` as a float, or a ConfigError unless it is a finite number above 0."""
+  if isinstance(step, bool) or not isinstance(step, (int, float, np.integer, np.floating)):
+    raise ConfigError(f"the quantisation step must be a number, got {step!r}")
   step = float(step)
   if not math.isfinite(step) or step <= 0:
     raise ConfigError(f"the quantisation step must be positive, got {step}")

@@ -59,6 +59,8 @@ def weights_digest(run: Run) -> bytes:
 
 
 def codec_path(run: Run, step: float) -> Path:
+  """Where the run's probability model for ``step`` is kept: named by the
+  model's weights, so a retrained run never reads another model's."""
   return run.dir / CODEC_DIR / f"{weights_digest(run).hex()}-step{float(step)!r}.npz"
 
 

@@ -62,6 +62,8 @@ class Header:
 
 
 def pack(header: Header, words: np.ndarray) -> bytes:
+  """The file's bytes: ``header`` (fixed part, then the shape) and the entropy
+  coder's 32-bit ``words``; :func:`unpack` reads them back."""
   dtype_code = {v: k for k, v in _DTYPES.items()}[header.dtype]
   head = _FIXED.pack(MAGIC, header.version, dtype_code, len(header.shape), 0,
                      bytes.fromhex(header.fingerprint), header.weights, header.codec,

@@ -73,6 +73,8 @@ def latent_grid(run: Run, n: int = 10, span: float = 2.0,
     Images ``(n, n, *feature_shape)``: rows go down the second direction,
     columns along the first.
   """
+  if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+    raise ConfigError(f"a latent grid needs n ≥ 1 images a side, got {n!r}")
   stats = stats or code_stats(run)
   if len(stats.mean) < 2:
     raise ShapeError("a latent grid needs a code of at least 2 dimensions")

@@ -374,17 +374,20 @@ def evaluate(eval_jit: Callable, variables, x: np.ndarray, batch_size: int,
 
   Figures of shape ``(B,)`` give floats, figures ``(B, ...)`` give arrays
   (for example code-usage histograms); ``summarize`` (if given) turns that
-  dict into the reported numbers. The last batch is padded to a multiple of
-  the device count and the padding is dropped before averaging. Each example
-  is evaluated with its position in ``x`` (which keys its random draws), so
-  the figures do not depend on ``batch_size`` or ``num_devices``.
+  dict into the reported numbers. A short last batch is padded to a power of
+  two (and a multiple of the device count; the padding dropped before
+  averaging), so that sets of any size compile a few programs, not one per
+  size. Each example is evaluated with its position in ``x`` (which keys its
+  random draws), so the figures do not depend on ``batch_size`` or
+  ``num_devices``.
   """
   sums: dict[str, np.ndarray] = {}
   batch_size = max(num_devices, batch_size - batch_size % num_devices)
   for lo in range(0, len(x), batch_size):
     batch = x[lo:lo + batch_size]
     n = len(batch)
-    pad = (-n) % num_devices
+    size = min(batch_size, 1 << (n - 1).bit_length())
+    pad = size - n + (-size) % num_devices
     if pad:
       batch = np.concatenate([batch, np.zeros((pad, *batch.shape[1:]), batch.dtype)])
     index = np.arange(lo, lo + len(batch), dtype=np.int32)
