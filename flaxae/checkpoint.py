@@ -9,13 +9,14 @@ restored.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import orbax.checkpoint as ocp
 
-from flaxae.errors import CheckpointError
+from flaxae.errors import CheckpointError, OutputError
 
 
 class Checkpointer:
@@ -47,12 +48,26 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
 
+  @contextlib.contextmanager
+  def _writing(self) -> Iterator[None]:
+    """Orbax's failures to write (a full disk, a folder made read-only) as an
+    OutputError; the background save's surface at the next save, wait or close."""
+    try:
+      yield
+    except Exception as e:  # Orbax raises ValueError, OSError, ... for the same cause.
+      raise OutputError(
+          f"cannot write a checkpoint in {self.directory} ({type(e).__name__}: "
+          f"{str(e).splitlines()[0][:200] if str(e) else ''}); free space or fix the "
+          "folder's permissions, then run the same command to resume from the last "
+          "complete checkpoint") from e
+
   def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
     """Starts saving ``state`` and ``meta`` as ``step`` (finishes in background)."""
-    self._manager.save(
-        step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                      meta=ocp.args.JsonSave(meta)),
-        force=True)
+    with self._writing():
+      self._manager.save(
+          step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                        meta=ocp.args.JsonSave(meta)),
+          force=True)
 
   def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict]:
     """The state (shaped and sharded like ``abstract_state``) and meta of ``step``.
@@ -82,11 +97,17 @@ class Checkpointer:
     return restored.state, dict(restored.meta)
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    """Waits for the background save (an OutputError if it failed)."""
+    with self._writing():
+      self._manager.wait_until_finished()
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    """Waits for the background save (an OutputError if it failed), then closes."""
+    with self._writing():
+      try:
+        self._manager.wait_until_finished()
+      finally:
+        self._manager.close()
 
 
 def abstract_like(tree: Any) -> Any:

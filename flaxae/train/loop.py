@@ -29,14 +29,14 @@ from flaxae.checkpoint import Checkpointer
 from flaxae.config import Config
 from flaxae.data import Dataset, load_dataset
 from flaxae.data import compact, stream
-from flaxae.errors import CheckpointError, ConfigError, TrainingError
+from flaxae.errors import CheckpointError, ConfigError, OutputError, TrainingError
 from flaxae.models import Autoencoder, build_model
 from flaxae.objectives import contractive
 from flaxae.train import distributed, parallel
 from flaxae.train.logger import MetricsLogger
 from flaxae.train.rundir import (
     CHECKPOINT_DIR, CONFIG_FILE, RUN_FILE, absolute_data_paths, check_resumable,
-    check_same_data, data_digest, has_checkpoint, read_config)
+    check_same_data, data_digest, exclusive, has_checkpoint, read_config)
 from flaxae.train.optimizer import make_optimizer
 from flaxae.train.state import TrainState, create_state
 from flaxae.train.step import eval_step, micro_batches, summarize_eval, train_step
@@ -221,7 +221,10 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
     The trained :class:`~flaxae.api.Run`.
   """
   cfg = config_lib.validate(cfg)
-  with parallel.compilation_cache(cfg.compilation_cache):
+  distributed.initialize(cfg.distributed)
+  run_dir = Path(cfg.resolved_run_dir()).absolute()
+  with (parallel.compilation_cache(cfg.compilation_cache),
+        exclusive(run_dir, enabled=distributed.is_main_process())):
     return _train_and_evaluate(cfg, progress=progress, stop_after_steps=stop_after_steps)
 
 
@@ -231,7 +234,6 @@ def _train_and_evaluate(cfg: Config, *, progress: bool,
   from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
 
   # --- Config, data, mesh, model: everything checked before anything is written
-  distributed.initialize(cfg.distributed)
   main_process = distributed.is_main_process()
   # Paths absolute, in config.json too: a run is used and resumed from anywhere.
   run_dir = Path(cfg.resolved_run_dir()).absolute()
@@ -329,6 +331,7 @@ def _train_and_evaluate(cfg: Config, *, progress: bool,
       stop_after_steps, schedule.total_steps)
   profiler = _EpochProfiler(run_dir / "profile", schedule) if (
       cfg.profile and main_process) else None
+  finished = False
   try:
     with _StopRequest() as stop:
       stopping = None  # The signal every process stops for.
@@ -384,14 +387,20 @@ def _train_and_evaluate(cfg: Config, *, progress: bool,
         stopping = stop.agreed()  # After the evaluation: a signal during it counts.
         if schedule.is_checkpoint(step) or step == limit or stopping is not None:
           ckpt.save(step, state, _meta(cfg, step, schedule, epoch_sums, epoch_steps))
+    finished = True
   finally:
     if profiler is not None:
       profiler.close()
     bar.close()
-    ckpt.close()
-    if feeder is not None:
-      feeder.close()
-    logger.close()
+    try:
+      ckpt.close()
+    except OutputError:
+      if finished:  # Else the error on its way out is the one to report.
+        raise
+    finally:
+      if feeder is not None:
+        feeder.close()
+      logger.close()
 
   variables = seed_variables(state, 0)
   if jax.process_count() > 1:  # Host copies: the global arrays span other processes.

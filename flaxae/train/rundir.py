@@ -4,17 +4,25 @@ A run directory holds ``config.json`` (the full config), ``run.json`` (the data'
 shape and digest, the steps per epoch) and ``checkpoints/``. It resumes only
 the run that made it: the same data, model and training settings (``epochs``
 may change under a constant learning rate), checked before anything in it is
-written; one without a finished checkpoint has nothing to resume.
+written; one without a finished checkpoint has nothing to resume. One
+training at a time uses it (:func:`exclusive`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+try:
+  import fcntl
+except ImportError:  # Not a POSIX system: no lock.
+  fcntl = None
 
 import numpy as np
 
@@ -49,6 +57,33 @@ def check_resumable(saved: Config, cfg: Config, run_dir: Path) -> None:
     raise CheckpointError(
         f"run directory {run_dir} was made with another config ({'; '.join(diffs)}); "
         "use a new --run_dir or the same settings")
+
+
+@contextlib.contextmanager
+def exclusive(run_dir: Path, enabled: bool = True) -> Iterator[None]:
+  """Holds ``run_dir`` for one training at a time on this machine (threads of
+  one process, or processes): a second one raises a CheckpointError instead of
+  mixing its checkpoints and metrics with the first's. The lock is a file
+  outside the run directory, so that nothing is written in it before the run
+  is checked; the system drops it when the process ends, however it ends.
+  ``enabled``: False for the processes of a multi-host job but the first."""
+  if not enabled or fcntl is None:
+    yield
+    return
+  folder = Path(tempfile.gettempdir()) / f"flaxae-locks-{os.getuid()}"
+  folder.mkdir(exist_ok=True)
+  name = hashlib.sha256(str(Path(run_dir).absolute()).encode()).hexdigest()[:32]
+  with open(folder / f"{name}.lock", "w", encoding="utf-8") as lock:
+    try:
+      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      raise CheckpointError(
+          f"run directory {run_dir} is in use by another training (in this process or "
+          "another); wait for it to end, or use another --run_dir") from None
+    try:
+      yield
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def absolute_data_paths(cfg: Config) -> Config:

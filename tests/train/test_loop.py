@@ -254,3 +254,17 @@ def test_compilation_cache_must_be_a_folder(tmp_path):
   with pytest.raises(ConfigError, match="is a file, not a folder"):
     train_and_evaluate(cfg, progress=False)
   assert not (tmp_path / "a").exists()
+
+
+def test_a_run_directory_trains_one_run_at_a_time(tmp_path):
+  # A sweep that lists one config twice: the second training is refused before
+  # it writes anything, instead of mixing its checkpoints and metrics in.
+  from flaxae.train.rundir import exclusive  # pylint: disable=import-outside-toplevel
+  cfg = _cfg(tmp_path / "run", epochs=1)
+  with exclusive(tmp_path / "run"):
+    with pytest.raises(CheckpointError, match="is in use by another training"):
+      train_and_evaluate(cfg, progress=False)
+  assert not (tmp_path / "run").exists()
+  train_and_evaluate(cfg, progress=False)  # Free again.
+  with exclusive(tmp_path / "run"):  # And freed by the training that held it.
+    pass
