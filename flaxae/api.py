@@ -174,6 +174,7 @@ class Run:
     time, so that a memory-mapped ``x`` is never read whole). Each batch is
     padded to a power of two (at most ``batch_size``): a service called with
     inputs of every length compiles a dozen programs, not one per length."""
+    from flaxae.train import parallel  # pylint: disable=import-outside-toplevel
     what = "inputs" if images else "codes"
     if not len(x):  # No examples: none out, in the shape the method gives.
       out = jax.eval_shape(lambda v, x: self.model.apply(v, x, method=method),
@@ -183,7 +184,7 @@ class Run:
     for i in range(0, len(x), batch_size):
       batch = _float32(np.asarray(x[i:i + batch_size]), what, images)
       n = len(batch)
-      size = min(batch_size, 1 << (n - 1).bit_length())
+      size = parallel.padded_size(n, batch_size)
       if size > n:
         batch = np.concatenate([batch, np.zeros((size - n, *batch.shape[1:]), batch.dtype)])
       out.append(np.asarray(_apply(self.model, self.variables, batch, method))[:n])

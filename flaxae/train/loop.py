@@ -222,21 +222,21 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
   """
   cfg = config_lib.validate(cfg)
   distributed.initialize(cfg.distributed)
+  # Paths absolute, in config.json too: a run is used and resumed from anywhere.
   run_dir = Path(cfg.resolved_run_dir()).absolute()
   with (parallel.compilation_cache(cfg.compilation_cache),
         exclusive(run_dir, enabled=distributed.is_main_process())):
-    return _train_and_evaluate(cfg, progress=progress, stop_after_steps=stop_after_steps)
+    return _train_and_evaluate(cfg, run_dir, progress=progress,
+                               stop_after_steps=stop_after_steps)
 
 
-def _train_and_evaluate(cfg: Config, *, progress: bool,
+def _train_and_evaluate(cfg: Config, run_dir: Path, *, progress: bool,
                         stop_after_steps: int | None) -> "Run":
   from flaxae.api import Run  # pylint: disable=import-outside-toplevel
   from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
 
   # --- Config, data, mesh, model: everything checked before anything is written
   main_process = distributed.is_main_process()
-  # Paths absolute, in config.json too: a run is used and resumed from anywhere.
-  run_dir = Path(cfg.resolved_run_dir()).absolute()
   cfg = dataclasses.replace(absolute_data_paths(cfg), run_dir=str(run_dir))
   resuming = has_checkpoint(run_dir)
   if resuming and not (run_dir / CONFIG_FILE).exists():

@@ -368,6 +368,13 @@ def make_eval(eval_fn: Callable, mesh: Mesh) -> Callable:
                                                 put(index, sharding))
 
 
+def padded_size(n: int, batch_size: int) -> int:
+  """The size a batch of ``n ≤ batch_size`` examples is padded to: the next
+  power of two, at most ``batch_size``. Inputs of every length then compile
+  about log2(batch_size) programs, not one per length."""
+  return min(batch_size, 1 << (n - 1).bit_length())
+
+
 def evaluate(eval_jit: Callable, variables, x: np.ndarray, batch_size: int,
              num_devices: int, summarize: Callable[[dict], dict] | None = None) -> dict:
   """Means of ``eval_jit``'s per-example figures over all of ``x``.
@@ -386,7 +393,7 @@ def evaluate(eval_jit: Callable, variables, x: np.ndarray, batch_size: int,
   for lo in range(0, len(x), batch_size):
     batch = x[lo:lo + batch_size]
     n = len(batch)
-    size = min(batch_size, 1 << (n - 1).bit_length())
+    size = padded_size(n, batch_size)
     pad = size - n + (-size) % num_devices
     if pad:
       batch = np.concatenate([batch, np.zeros((pad, *batch.shape[1:]), batch.dtype)])
