@@ -61,8 +61,9 @@ def train(cfg: Annotated[Config, tyro.conf.arg(name=""), tyro.conf.FlagConversio
   run = fit(cfg, progress=progress)
   speaks = jax.process_index() == 0  # Multi-process: process 0 speaks for the job.
   if run.interrupted_by is not None:
+    step = run.state.steps_done  # A collective for seeds split over processes: all ask.
     if speaks:
-      print(f"interrupted at step {run.state.steps_done}; checkpoint saved in "
+      print(f"interrupted at step {step}; checkpoint saved in "
             f"{run.dir.resolve()}; run the same command to resume", file=sys.stderr)
     return 128 + run.interrupted_by
   if not speaks:

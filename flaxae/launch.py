@@ -33,6 +33,7 @@ def _check_port(port: int) -> None:
   if not 0 < port < 65536:
     raise LaunchError(f"--port must be in 1..65535, got {port}")
   with socket.socket() as s:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # As the coordinator binds.
     try:
       s.bind(("localhost", port))
     except OSError as e:
@@ -126,7 +127,13 @@ def _wait(procs: list[subprocess.Popen], signalled: list[int],
         if p.poll() is None:
           p.kill()
     time.sleep(0.1)
-  return max((p.returncode for p in procs), key=abs)
+  return worst_status([p.returncode for p in procs])
+
+
+def worst_status(codes: list[int]) -> int:
+  """The job's exit status from its workers': a worker killed by signal n
+  (Popen's -n) counts as the shell's 128 + n; the largest wins."""
+  return max(128 - c if c < 0 else c for c in codes)
 
 
 def main() -> int:

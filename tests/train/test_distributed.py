@@ -136,13 +136,14 @@ def test_two_processes_with_mkl_products_equal_one_process(tmp_path, strategy):
   assert rel_diff(two.state.params, one.state.params) <= 1e-5
 
 
-@pytest.mark.parametrize("to", ["one worker", "the launcher"])
-def test_a_signal_stops_the_whole_job_at_one_step(tmp_path, to):
+@pytest.mark.parametrize("to,extra", [("one worker", []), ("the launcher", []),
+                                      ("one worker", ["--train.num_seeds=2"])])
+def test_a_signal_stops_the_whole_job_at_one_step(tmp_path, to, extra):
   # SIGTERM to one worker only (a preemption notice to one host): the processes
   # agree after the next compiled call, both save that step and exit 143. To the
   # launcher: it passes the signal on to every worker.
   run_dir = tmp_path / "mh"
-  proc = _launch(run_dir, epochs=400)
+  proc = _launch(run_dir, epochs=400, extra=extra)
   workers = _workers(proc)
   _wait_for_checkpoint(run_dir, proc)
   os.kill(workers[1] if to == "one worker" else proc.pid, signal.SIGTERM)
@@ -153,7 +154,7 @@ def test_a_signal_stops_the_whole_job_at_one_step(tmp_path, to):
   assert _saved_steps(run_dir)[-1] == step < 400 * 22
   assert all(subprocess.run(["kill", "-0", str(p)], capture_output=True).returncode
              for p in workers)  # No worker left behind.
-  assert int(flaxae.load(run_dir).state.step) == step
+  assert flaxae.load(run_dir).state.steps_done == step
 
 
 def _worker(i, run_dir, port, extra):
@@ -197,3 +198,9 @@ def test_a_port_in_use_is_refused_before_any_worker_starts(capsys):
     port = s.getsockname()[1]
     with pytest.raises(launch_module.LaunchError, match=f"cannot use port {port}"):
       launch_module.launch(["train"], 2, port=port)
+
+
+def test_the_launchers_status_is_the_shells_for_a_killed_worker():
+  assert launch_module.worst_status([0, -9]) == 137
+  assert launch_module.worst_status([143, 143]) == 143
+  assert launch_module.worst_status([0, 0]) == 0
