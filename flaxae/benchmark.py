@@ -32,6 +32,7 @@ from flaxae.errors import ConfigError
 from flaxae.timing import (best_seconds, conv_macs, dense_macs, peak_rss_mb, steps_per_rep,
                            summarize, train_flops_per_sample)
 from flaxae.train import parallel
+from flaxae.train.compile_cache import compilation_cache
 from flaxae.train.loop import seed_variables, setup
 
 
@@ -220,7 +221,7 @@ def user_benchmark(cfg: Config, *, batch_sizes: tuple[int, ...] = (), samples: i
     raise ConfigError(f"batch sizes must be positive, got {','.join(map(str, batch_sizes))}")
   if json_out:
     io.check_output(json_out, overwrite)
-  with parallel.compilation_cache(cfg.compilation_cache):
+  with compilation_cache(cfg.compilation_cache):
     train_x = load_dataset(cfg.data).train_x
     peak = None
     if roofline:

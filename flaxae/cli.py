@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import signal
 import sys
 import typing
 from typing import Annotated
@@ -62,7 +63,10 @@ def train(cfg: Annotated[Config, tyro.conf.arg(name=""), tyro.conf.FlagConversio
   speaks = jax.process_index() == 0  # Multi-process: process 0 speaks for the job.
   if run.interrupted_by is not None:
     step = run.state.steps_done  # A collective for seeds split over processes: all ask.
-    if speaks:
+    if speaks and step == 0:
+      print("interrupted before the first step; nothing to save; run the same "
+            "command to start", file=sys.stderr)
+    elif speaks:
       print(f"interrupted at step {step}; checkpoint saved in "
             f"{run.dir.resolve()}; run the same command to resume", file=sys.stderr)
     return 128 + run.interrupted_by
@@ -159,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     # interpreter shuts down; the user has their one line already.
     sys.unraisablehook = lambda unraisable: None
     return 2
+  except KeyboardInterrupt as e:  # Ctrl-C outside training, or a second signal in it.
+    if debug:
+      raise
+    print(f"flaxae: interrupted{f' ({e})' if str(e) else ''}", file=sys.stderr)
+    return 128 + getattr(e, "signum", signal.SIGINT)
   return status if isinstance(status, int) else 0
 
 

@@ -57,6 +57,11 @@ def _end_with_the_launcher() -> None:
 # After a worker fails, the others get this long to end by themselves (their
 # collectives fail on JAX's heartbeat) before they are killed.
 FAILURE_GRACE_S = 30.0
+# After a second signal passed on (each worker then stops at once, without
+# saving), the workers get this long to end before they are killed: one that
+# stopped may wait for the others in JAX's exit-time shutdown, and they for it
+# in a collective.
+SECOND_SIGNAL_GRACE_S = 5.0
 
 
 def launch(argv: list[str], num_processes: int, devices_per_process: int = 0,
@@ -65,12 +70,16 @@ def launch(argv: list[str], num_processes: int, devices_per_process: int = 0,
 
   SIGINT and SIGTERM to the launcher are passed on to every worker (each
   saves a checkpoint at the same step and exits 130 / 143; a second signal
-  ends them at once), so the job stops as one. The workers run in their own
+  ends them at once, and those left after ``SECOND_SIGNAL_GRACE_S`` are
+  killed), so the job stops as one. The workers run in their own
   sessions: a terminal's Ctrl-C reaches them through the launcher, once; and
   on Linux a launcher that dies (even by SIGKILL) sends them SIGTERM.
   """
   if num_processes < 1:
     raise LaunchError(f"--num_processes must be at least 1, got {num_processes}")
+  if devices_per_process < 0:
+    raise LaunchError("--devices_per_process must be 0 (leave as is) or more, got "
+                      f"{devices_per_process}")
   if port:
     _check_port(port)
   port = port or _free_port()
@@ -79,7 +88,7 @@ def launch(argv: list[str], num_processes: int, devices_per_process: int = 0,
 
   def forward(signum, frame):
     del frame
-    signalled.append(signum)
+    signalled.append(time.monotonic())
     for p in procs:
       if p.poll() is None:
         p.send_signal(signum)
@@ -107,10 +116,16 @@ def launch(argv: list[str], num_processes: int, devices_per_process: int = 0,
       signal.signal(sig, handler)
 
 
-def _wait(procs: list[subprocess.Popen], signalled: list[int],
+def _wait(procs: list[subprocess.Popen], signalled: list[float],
           timeout: float | None) -> int:
-  """The worst exit status once every worker has ended. A worker that fails
-  (not on a signal passed on) leaves the others ``FAILURE_GRACE_S`` to end."""
+  """The worst exit status once every worker has ended.
+
+  ``signalled`` holds the times of the signals passed on: after a second one
+  the workers left get ``SECOND_SIGNAL_GRACE_S``. A worker that fails (not on
+  a signal passed on) leaves the others ``FAILURE_GRACE_S`` to end; one that
+  stopped on a signal of its own (exit 130 or 143: the others stop at the
+  same step) too, in case they do not.
+  """
   start, failed_at = time.monotonic(), None
   while any(p.poll() is None for p in procs):
     now = time.monotonic()
@@ -119,10 +134,15 @@ def _wait(procs: list[subprocess.Popen], signalled: list[int],
     failed = [p for p in procs if p.poll() not in (None, 0)]
     if failed and not signalled and failed_at is None:
       failed_at = now
-      print(f"flaxae.launch: a worker exited with status {failed[0].returncode}; "
-            f"stopping the others in {FAILURE_GRACE_S:.0f} s unless they end",
-            file=sys.stderr)
-    if failed_at is not None and now - failed_at > FAILURE_GRACE_S:
+      code = failed[0].returncode
+      why = ("stopped on a signal of its own; the others stop at the same step"
+             if code in (128 + signal.SIGINT, 128 + signal.SIGTERM)
+             else "failed")
+      print(f"flaxae.launch: a worker exited with status {code} ({why}); those left "
+            f"are killed in {FAILURE_GRACE_S:.0f} s unless they end", file=sys.stderr)
+    late = (failed_at is not None and now - failed_at > FAILURE_GRACE_S) or (
+        len(signalled) >= 2 and now - signalled[1] > SECOND_SIGNAL_GRACE_S)
+    if late:
       for p in procs:
         if p.poll() is None:
           p.kill()

@@ -7,6 +7,9 @@ import sys
 
 import pytest
 
+from flaxae import api, cli
+from flaxae.train.signals import SecondSignal
+
 
 def flaxae(*args, cwd=None):
   env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
@@ -104,3 +107,15 @@ def test_wrong_type_in_an_override_is_status_2():
   out = flaxae("train", "--train.epochs=abc")
   assert out.returncode == 2
   assert "Traceback" not in out.stderr and "--train.epochs" in out.stderr
+
+
+@pytest.mark.parametrize("error,status", [(KeyboardInterrupt(), 130), (SecondSignal(15), 143)])
+def test_an_interruption_at_once_is_one_line_and_the_shells_status(monkeypatch, capsys,
+                                                                   error, status):
+  # Ctrl-C outside training, or a second signal during it (no checkpoint).
+  def fit(*args, **kwargs):
+    raise error
+  monkeypatch.setattr(api, "fit", fit)
+  assert cli.main(["train", "--no-progress"]) == status
+  err = capsys.readouterr().err
+  assert err.startswith("flaxae: interrupted") and "Traceback" not in err

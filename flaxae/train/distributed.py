@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 import jax
 import numpy as np
@@ -16,6 +17,7 @@ from jax.experimental import multihost_utils
 
 from flaxae import config as config_lib
 from flaxae.config import Config, DistributedConfig
+from flaxae.data import stream
 from flaxae.errors import ConfigError, DataError
 
 
@@ -51,7 +53,29 @@ _SHARED = {
 }
 
 
-def check_same_job(cfg: Config, data_digest: str) -> None:
+def content_digest(train_set: Any, test_x: np.ndarray) -> bytes:
+  """A digest of every byte of a run's data: the training set (a streamed
+  one's whole mapped file and the rows it uses) and the test set.
+
+  Read once at the start of a job of several processes (≈0.1 s for
+  Fashion-MNIST; for a streamed file, one pass over it, less than an epoch's
+  reading), so that any difference between the hosts' copies is found, not
+  only one in the rows the resume digest samples.
+  """
+  h = hashlib.blake2b(digest_size=16)
+  if isinstance(train_set, stream.MappedSet):
+    arrays = (train_set.array, train_set.indices, test_x)
+  else:
+    arrays = (np.asarray(train_set), test_x)
+  for a in arrays:
+    h.update(f"{a.dtype.str}{a.shape}".encode())
+    rows = max(1, (64 << 20) // max(1, a[:1].nbytes))  # 64 MiB at a time.
+    for i in range(0, len(a), rows):
+      h.update(np.ascontiguousarray(a[i:i + rows]).data)
+  return h.digest()
+
+
+def check_same_job(cfg: Config, train_set: Any, test_x: np.ndarray) -> None:
   """Refuses a job whose processes were started with other settings or other
   data: they would train different models under one name, or hang in a
   collective. A collective itself (every process must call it); a no-op in a
@@ -59,16 +83,22 @@ def check_same_job(cfg: Config, data_digest: str) -> None:
 
   Raises:
     ConfigError: a model, train, checkpoint or data setting differs.
-    DataError: the data's contents differ (``data_digest``).
+    DataError: the data's contents differ (:func:`content_digest`).
   """
   if jax.process_count() == 1:
     return
   settings = config_lib.to_dict(cfg)
-  parts = [json.dumps(part(settings), sort_keys=True) for part in _SHARED.values()]
-  parts.append(data_digest)
-  mine = np.stack([np.frombuffer(hashlib.blake2b(p.encode(), digest_size=8).digest(),
-                                 np.uint8) for p in parts])
-  every = np.asarray(multihost_utils.process_allgather(mine))  # (processes, parts, 8)
+  parts = [json.dumps(part(settings), sort_keys=True).encode() for part in _SHARED.values()]
+  parts.append(content_digest(train_set, test_x))
+  mine = np.stack([np.frombuffer(hashlib.blake2b(p, digest_size=8).digest(), np.uint8)
+                   for p in parts])
+  try:  # The job's first collective: where a process that failed to start is missed.
+    every = np.asarray(multihost_utils.process_allgather(mine))  # (processes, parts, 8)
+  except jax.errors.JaxRuntimeError as e:
+    raise ConfigError(
+        f"process {jax.process_index()} of {jax.process_count()}: the other processes of "
+        "this job did not all reach the start-up check (one failed before it: see its own "
+        f"error; or started too late): {str(e).splitlines()[0][:200]}") from e
   differ = [i for i in range(len(parts)) if (every[:, i] != every[0, i]).any()]
   if not differ:
     return

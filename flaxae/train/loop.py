@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import signal
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,6 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 
 from flaxae import config as config_lib
 from flaxae import io, objectives
@@ -33,11 +31,13 @@ from flaxae.errors import CheckpointError, ConfigError, OutputError, TrainingErr
 from flaxae.models import Autoencoder, build_model
 from flaxae.objectives import contractive
 from flaxae.train import distributed, parallel
+from flaxae.train.compile_cache import compilation_cache
 from flaxae.train.logger import MetricsLogger
 from flaxae.train.rundir import (
     CHECKPOINT_DIR, CONFIG_FILE, RUN_FILE, absolute_data_paths, check_resumable,
     check_same_data, data_digest, exclusive, has_checkpoint, read_config)
 from flaxae.train.optimizer import make_optimizer
+from flaxae.train.signals import StopRequest
 from flaxae.train.state import TrainState, create_state
 from flaxae.train.step import eval_step, micro_batches, summarize_eval, train_step
 
@@ -167,46 +167,6 @@ class _EpochProfiler:
       self.state = "done"
 
 
-class _StopRequest:
-  """Turns SIGINT/SIGTERM into a flag the loop checks between compiled calls.
-
-  In a job of several processes a signal may reach them at different moments
-  (a preemption notice to one host, a Ctrl-C relayed late): they stop at the
-  first compiled call after which any of them has one (:meth:`agreed`), so
-  that all save the same step and none waits in a collective for the others.
-  """
-
-  def __init__(self):
-    self.signum = None
-    self._old = {}
-
-  def __enter__(self):
-    for sig in (signal.SIGINT, signal.SIGTERM):
-      try:
-        self._old[sig] = signal.signal(sig, self._handle)
-      except ValueError:  # Not the main thread: leave signals alone.
-        pass
-    return self
-
-  def _handle(self, signum, frame):
-    del frame
-    if self.signum is not None:  # Second signal: give up at once.
-      raise KeyboardInterrupt
-    self.signum = signum
-
-  def __exit__(self, *exc):
-    for sig, old in self._old.items():
-      signal.signal(sig, old)
-
-  def agreed(self) -> int | None:
-    """The signal this process or any other of the job has received (the
-    same answer on every process: a collective when there are several)."""
-    signum = self.signum or 0
-    if jax.process_count() > 1:
-      signum = int(np.max(multihost_utils.process_allgather(np.int32(signum))))
-    return signum or None
-
-
 def train_and_evaluate(cfg: Config, *, progress: bool = True,
                        stop_after_steps: int | None = None) -> "Run":
   """Trains (or resumes) the run ``cfg`` describes and evaluates it.
@@ -224,13 +184,16 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
   distributed.initialize(cfg.distributed)
   # Paths absolute, in config.json too: a run is used and resumed from anywhere.
   run_dir = Path(cfg.resolved_run_dir()).absolute()
-  with (parallel.compilation_cache(cfg.compilation_cache),
+  # Signals are taken over from here (after JAX's own SIGTERM handler, which
+  # joining the distributed runtime installs): one during start-up stops the
+  # run before its first step.
+  with (StopRequest() as stop, compilation_cache(cfg.compilation_cache),
         exclusive(run_dir, enabled=distributed.is_main_process())):
-    return _train_and_evaluate(cfg, run_dir, progress=progress,
+    return _train_and_evaluate(cfg, run_dir, stop, progress=progress,
                                stop_after_steps=stop_after_steps)
 
 
-def _train_and_evaluate(cfg: Config, run_dir: Path, *, progress: bool,
+def _train_and_evaluate(cfg: Config, run_dir: Path, stop: StopRequest, *, progress: bool,
                         stop_after_steps: int | None) -> "Run":
   from flaxae.api import Run  # pylint: disable=import-outside-toplevel
   from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
@@ -255,7 +218,7 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, *, progress: bool,
     ds: Dataset = load_dataset(cfg.data)
     train_set, test_x, feature_shape = ds.train_x, ds.test_x, ds.feature_shape
   digest = data_digest(train_set, test_x)
-  distributed.check_same_job(cfg, digest)  # Before any collective that would hang.
+  distributed.check_same_job(cfg, train_set, test_x)  # Before any collective that would hang.
   num_train, batch_size = len(train_set), cfg.train.batch_size
   built = setup(cfg, feature_shape, num_train)
   mesh, model, objective, state_sharding = (built.mesh, built.model, built.objective,
@@ -333,60 +296,60 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, *, progress: bool,
       cfg.profile and main_process) else None
   finished = False
   try:
-    with _StopRequest() as stop:
-      stopping = None  # The signal every process stops for.
-      while step < limit and stopping is None:
-        end = min(schedule.next_stop(step), limit)
-        if feeder is not None:  # Read the next chunk while this one trains.
-          feeder.prefetch(end, min(schedule.next_stop(end), limit) - end)
-        if profiler is not None:
-          profiler.before(step)
-        state, metrics = run_chunk(state, step, end - step)
-        if profiler is not None:
-          profiler.after(end, state)
-        metrics = jax.device_get(metrics)
-        n = end - step
-        for k, v in metrics.items():  # Per seed: (S,) arrays, or scalars.
-          epoch_sums[k] = epoch_sums.get(k, 0.0) + np.asarray(v, np.float64) * n
-        epoch_steps += n
-        timed_steps += n
-        step = end
-        bar.update(n)
-        bar.set_postfix(loss=f"{float(np.mean(metrics['loss'])):.4f}")
-        bad_streak = int(np.max(jax.device_get(parallel.fetch(state.bad_streak))))
-        if bad_streak >= cfg.train.max_bad_steps:
-          kept = (f"the checkpoints before them are kept in {ckpt.directory}"
-                  if ckpt.latest_step() is not None else "no checkpoint was written")
-          raise TrainingError(
-              f"stopped: the last {bad_streak} steps had a non-finite loss or gradient "
-              f"and left the parameters unchanged (train.max_bad_steps="
-              f"{cfg.train.max_bad_steps}, checked after each compiled chunk of steps); "
-              f"{kept}. Lower train.learning_rate or set train.clip_norm (in a new "
-              "--run_dir: a run resumes only with its own settings), or check the data")
-        if step % schedule.steps_per_epoch == 0:
-          seconds = time.perf_counter() - epoch_start
-          test = [parallel.evaluate(eval_jit, variables, test_x,
-                                    cfg.train.eval_batch_size, mesh.devices.size,
-                                    summarize)
-                  for variables in each_seed_variables(state)]
-          record = {
-              "step": step, "epoch": step // schedule.steps_per_epoch,
-              **across_seeds({f"train/{k}": v / epoch_steps for k, v in epoch_sums.items()}),
-              **across_seeds({f"test/{k}": test[0][k] if len(test) == 1
-                              else np.array([t[k] for t in test]) for k in test[0]}),
-              "samples_per_s": timed_steps * batch_size * cfg.train.num_seeds / seconds,
-              "seconds": seconds,
-          }
-          history.append(record)
-          logger.write(record)
-          bar.set_postfix(loss=f"{record['train/loss']:.4f}",
-                          test=f"{record['test/loss']:.4f}",
-                          sps=f"{record['samples_per_s']:.0f}")
-          epoch_sums, epoch_steps = {}, 0
-          epoch_start, timed_steps = time.perf_counter(), 0
-        stopping = stop.agreed()  # After the evaluation: a signal during it counts.
-        if schedule.is_checkpoint(step) or step == limit or stopping is not None:
-          ckpt.save(step, state, _meta(cfg, step, schedule, epoch_sums, epoch_steps))
+    # The signal every process stops for: one that came during start-up?
+    stopping = stop.agreed() if step < limit else None
+    while step < limit and stopping is None:
+      end = min(schedule.next_stop(step), limit)
+      if feeder is not None:  # Read the next chunk while this one trains.
+        feeder.prefetch(end, min(schedule.next_stop(end), limit) - end)
+      if profiler is not None:
+        profiler.before(step)
+      state, metrics = run_chunk(state, step, end - step)
+      if profiler is not None:
+        profiler.after(end, state)
+      metrics = jax.device_get(metrics)
+      n = end - step
+      for k, v in metrics.items():  # Per seed: (S,) arrays, or scalars.
+        epoch_sums[k] = epoch_sums.get(k, 0.0) + np.asarray(v, np.float64) * n
+      epoch_steps += n
+      timed_steps += n
+      step = end
+      bar.update(n)
+      bar.set_postfix(loss=f"{float(np.mean(metrics['loss'])):.4f}")
+      bad_streak = int(np.max(jax.device_get(parallel.fetch(state.bad_streak))))
+      if bad_streak >= cfg.train.max_bad_steps:
+        kept = (f"the checkpoints before them are kept in {ckpt.directory}"
+                if ckpt.latest_step() is not None else "no checkpoint was written")
+        raise TrainingError(
+            f"stopped: the last {bad_streak} steps had a non-finite loss or gradient "
+            f"and left the parameters unchanged (train.max_bad_steps="
+            f"{cfg.train.max_bad_steps}, checked after each compiled chunk of steps); "
+            f"{kept}. Lower train.learning_rate or set train.clip_norm (in a new "
+            "--run_dir: a run resumes only with its own settings), or check the data")
+      if step % schedule.steps_per_epoch == 0:
+        seconds = time.perf_counter() - epoch_start
+        test = [parallel.evaluate(eval_jit, variables, test_x,
+                                  cfg.train.eval_batch_size, mesh.devices.size,
+                                  summarize)
+                for variables in each_seed_variables(state)]
+        record = {
+            "step": step, "epoch": step // schedule.steps_per_epoch,
+            **across_seeds({f"train/{k}": v / epoch_steps for k, v in epoch_sums.items()}),
+            **across_seeds({f"test/{k}": test[0][k] if len(test) == 1
+                            else np.array([t[k] for t in test]) for k in test[0]}),
+            "samples_per_s": timed_steps * batch_size * cfg.train.num_seeds / seconds,
+            "seconds": seconds,
+        }
+        history.append(record)
+        logger.write(record)
+        bar.set_postfix(loss=f"{record['train/loss']:.4f}",
+                        test=f"{record['test/loss']:.4f}",
+                        sps=f"{record['samples_per_s']:.0f}")
+        epoch_sums, epoch_steps = {}, 0
+        epoch_start, timed_steps = time.perf_counter(), 0
+      stopping = stop.agreed()  # After the evaluation: a signal during it counts.
+      if schedule.is_checkpoint(step) or step == limit or stopping is not None:
+        ckpt.save(step, state, _meta(cfg, step, schedule, epoch_sums, epoch_steps))
     finished = True
   finally:
     if profiler is not None:

@@ -15,8 +15,10 @@ import pytest
 import flaxae
 from flaxae import launch as launch_module
 from flaxae.config import CheckpointConfig, Config, DataConfig, ModelConfig, TrainConfig
+from flaxae.data import load_dataset
 from flaxae.kernels import native
 from flaxae.train.loop import train_and_evaluate
+from flaxae.train.rundir import data_digest, has_checkpoint
 
 from tests.train.helpers import rel_diff
 
@@ -168,17 +170,31 @@ def _worker(i, run_dir, port, extra):
                           text=True)
 
 
+def _one_row_apart(tmp_path):
+  """Two .npy files that differ in one byte of a training row that the resume
+  digest (:func:`flaxae.train.rundir.data_digest`) does not sample."""
+  data = np.random.default_rng(0).integers(0, 256, (512, 8, 8), np.uint8)
+  files = [tmp_path / "data0.npy", tmp_path / "data1.npy"]
+  np.save(files[0], data)
+  def digest(path):
+    ds = load_dataset(DataConfig(name="npy", path=str(path)))
+    return data_digest(ds.train_x, ds.test_x)
+  for row in range(1, 512):
+    other = data.copy()
+    other[row, 3, 3] ^= 1
+    np.save(files[1], other)
+    if digest(files[1]) == digest(files[0]):
+      return files
+  raise AssertionError("every row is sampled")
+
+
 @pytest.mark.parametrize("other,message", [
     (["--train.seed=5"], "different settings (process(es) 1 against process 0: train)"),
     (["--model.widths=16,8"], "different settings (process(es) 1 against process 0: model)"),
     ("data", "read different data (process(es) 1 against process 0"),
 ])
 def test_processes_started_with_other_settings_or_data_are_refused(tmp_path, other, message):
-  rng = np.random.default_rng(0)
-  files = []
-  for i in range(2):  # The same shape, other contents.
-    files.append(tmp_path / f"data{i}.npy")
-    np.save(files[-1], rng.integers(0, 256, (512, 8, 8), np.uint8))
+  files = _one_row_apart(tmp_path)  # The same shape; one byte apart, anywhere.
   same = ["--data.name=npy", f"--data.path={files[0]}"]
   extra = [same, ["--data.name=npy", f"--data.path={files[1]}"] if other == "data"
            else same + other]
@@ -189,6 +205,19 @@ def test_processes_started_with_other_settings_or_data_are_refused(tmp_path, oth
     assert p.returncode == 2, err
     assert message in err and "Traceback" not in err
   assert not (tmp_path / "mh" / "checkpoints").exists()
+
+
+def test_a_process_that_fails_to_start_ends_the_others_with_one_line(tmp_path):
+  # Process 1's data file is missing: process 0 waited in the first collective
+  # and ended ≈30 s later with a traceback from gloo.
+  port = launch_module._free_port()
+  extra = [[], ["--data.name=npy", f"--data.path={tmp_path / 'missing.npy'}"]]
+  procs = [_worker(i, tmp_path / "mh", port, extra[i]) for i in range(2)]
+  errs = [p.communicate(timeout=300)[1] for p in procs]
+  assert [p.returncode for p in procs] == [2, 2], errs
+  assert "missing.npy does not exist" in errs[1]
+  assert "did not all reach the start-up check" in errs[0]
+  assert not any("Traceback" in e for e in errs)
 
 
 def test_a_port_in_use_is_refused_before_any_worker_starts(capsys):
@@ -204,3 +233,62 @@ def test_the_launchers_status_is_the_shells_for_a_killed_worker():
   assert launch_module.worst_status([0, -9]) == 137
   assert launch_module.worst_status([143, 143]) == 143
   assert launch_module.worst_status([0, 0]) == 0
+
+
+_SIGNAL_IN_START_UP = """
+import os, signal, sys
+from flaxae.config import Config, DistributedConfig, ModelConfig, TrainConfig
+from flaxae.train import loop
+num, index, port, run_dir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+load = loop.load_dataset
+def load_and_get_a_signal(cfg):  # The last process gets SIGTERM while loading.
+  if index == num - 1:
+    os.kill(os.getpid(), signal.SIGTERM)
+  return load(cfg)
+loop.load_dataset = load_and_get_a_signal
+cfg = Config(model=ModelConfig(widths=(16, 4)), train=TrainConfig(epochs=1, batch_size=64),
+             run_dir=run_dir, distributed=DistributedConfig(
+                 enabled=num > 1, coordinator=f"localhost:{port}", num_processes=num,
+                 process_id=index))
+run = loop.train_and_evaluate(cfg, progress=False)
+print("stopped by", run.interrupted_by, "at step", int(run.state.steps_done))
+"""
+
+
+@pytest.mark.parametrize("num", [1, 2])
+def test_a_signal_during_start_up_stops_before_the_first_step(tmp_path, num):
+  # Multi-process, JAX's own SIGTERM handler (installed by joining the
+  # runtime) logged it and the job trained on; one process: it died.
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env["JAX_PLATFORMS"] = "cpu"
+  port = str(launch_module._free_port())
+  procs = [subprocess.Popen([sys.executable, "-c", _SIGNAL_IN_START_UP, str(num), str(i),
+                             port, str(tmp_path / "run")], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+           for i in range(num)]
+  for p in procs:
+    out, err = p.communicate(timeout=240)
+    assert p.returncode == 0, err
+    assert f"stopped by {int(signal.SIGTERM)} at step 0" in out, out + err
+  assert not has_checkpoint(tmp_path / "run")
+
+
+def test_the_launcher_kills_workers_left_after_a_second_signal(monkeypatch):
+  # Workers that ignore SIGTERM stand for ones stuck in a collective.
+  monkeypatch.setattr(launch_module, "SECOND_SIGNAL_GRACE_S", 0.5)
+  stuck = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+           "print(flush=True); time.sleep(60)")
+  procs = [subprocess.Popen([sys.executable, "-c", stuck], stdout=subprocess.PIPE)
+           for _ in range(2)]
+  for p in procs:
+    p.stdout.readline()  # Its handler is set.
+  start = now = time.monotonic()
+  with pytest.raises(subprocess.TimeoutExpired):  # One signal: they may save.
+    launch_module._wait(procs, [now], timeout=1.5)
+  assert launch_module._wait(procs, [now, now], timeout=20) == 128 + signal.SIGKILL
+  assert time.monotonic() - start < 10
+
+
+def test_the_launcher_refuses_a_negative_device_count():
+  with pytest.raises(launch_module.LaunchError, match="--devices_per_process must be"):
+    launch_module.launch(["train"], 2, devices_per_process=-1)
