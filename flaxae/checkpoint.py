@@ -14,6 +14,7 @@ import os
 from typing import Any, Iterator
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from flaxae.errors import CheckpointError, OutputError
@@ -77,24 +78,44 @@ class Checkpointer:
         from ``jax.eval_shape`` of the state's initialiser.
       step: Which checkpoint; the latest if None.
     """
-    step = self.latest_step() if step is None else step
+    step = self._checked_step(step)
+    with self._reading(step):
+      restored = self._manager.restore(
+          step, args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(abstract_state),
+              meta=ocp.args.JsonRestore()))
+    return restored.state, dict(restored.meta)
+
+  def meta(self, step: int | None = None) -> dict[str, Any]:
+    """The JSON item of ``step`` (the latest if None) alone: its config and progress."""
+    step = self._checked_step(step)
+    with self._reading(step):
+      restored = self._manager.restore(
+          step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return dict(restored.meta)
+
+  def _checked_step(self, step: Any) -> int:
+    if step is not None and (isinstance(step, bool)
+                             or not isinstance(step, (int, np.integer))):
+      raise CheckpointError(f"a checkpoint's step is an integer, got {step!r}")
+    step = self.latest_step() if step is None else int(step)
     if step is None:
       raise CheckpointError(f"no checkpoint in {self.directory}")
     steps = self._manager.all_steps()
     if step not in steps:
       raise CheckpointError(f"no checkpoint of step {step} in {self.directory}; it has "
                             f"steps {', '.join(map(str, sorted(steps))) or 'none'}")
+    return step
+
+  @contextlib.contextmanager
+  def _reading(self, step: int) -> Iterator[None]:
     try:
-      restored = self._manager.restore(
-          step, args=ocp.args.Composite(
-              state=ocp.args.StandardRestore(abstract_state),
-              meta=ocp.args.JsonRestore()))
+      yield
     except Exception as e:  # Orbax raises many types for a damaged directory.
       raise CheckpointError(
           f"checkpoint {step} in {self.directory} cannot be read "
           f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
           "delete that step's folder to fall back to an earlier one") from e
-    return restored.state, dict(restored.meta)
 
   def wait(self) -> None:
     """Waits for the background save (an OutputError if it failed)."""

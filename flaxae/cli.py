@@ -10,16 +10,18 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import signal
 import sys
 import typing
+from pathlib import Path
 from typing import Annotated
 
 import tyro
 
 from flaxae import config as config_lib
 from flaxae.config import Config
-from flaxae.errors import ConfigError, FlaxaeError
+from flaxae.errors import ConfigError, FlaxaeError, OutputError
 
 _registry = tyro.constructors.ConstructorRegistry()
 
@@ -81,9 +83,13 @@ def train(cfg: Annotated[Config, tyro.conf.arg(name=""), tyro.conf.FlagConversio
   return 0
 
 
-def evaluate(run_dir: tyro.conf.Positional[str], json_out: str = "",
-             overwrite: bool = False, noise: str | None = None,
-             seed_index: int | None = None) -> None:
+_RunDir = Annotated[str, tyro.conf.arg(metavar="RUN_DIR"), tyro.conf.Positional]
+_Output = Annotated[str, tyro.conf.arg(aliases=("-o",), metavar="FILE")]
+
+
+def evaluate(run_dir: _RunDir, json_out: str = "", overwrite: bool = False,
+             noise: Annotated[str, tyro.conf.arg(metavar="SPEC")] = "auto",
+             seed_index: int = -1) -> None:
   """Evaluate a run on its test set: loss, BCE, MSE, PSNR and its kind's figures.
 
   Args:
@@ -92,20 +98,27 @@ def evaluate(run_dir: tyro.conf.Positional[str], json_out: str = "",
     overwrite: Replace ``json_out`` if it exists.
     noise: Also report the PSNR of the test images corrupted so
       (gaussian:0.5, mask:0.5, salt_pepper:0.1) and of their reconstructions;
-      a denoising run uses its own corruption unless told (none: no noise).
+      auto: a denoising run's own corruption, no noise for the others; none:
+      no noise.
     seed_index: In a run of several seeds' models, evaluate only this one;
-      by default every model: each figure's mean, its ``_std`` and (in
-      ``json_out``) its ``_per_seed`` values.
+      -1: every model: each figure's mean, its ``_std`` and (in ``json_out``)
+      its ``_per_seed`` values.
   """
   # pylint: disable=import-outside-toplevel
   from flaxae import io
   from flaxae.api import load
   from flaxae.data import load_dataset
+  from flaxae.train.rundir import RUN_FILE, check_same_data, data_digest
   if json_out:
     io.check_output(json_out, overwrite)
-  run = load(run_dir, seed_index=0 if seed_index is None else seed_index)
-  test_x = load_dataset(run.config.data).test_x
-  if seed_index is None:
+  every = seed_index == -1
+  run = load(run_dir, seed_index=0 if every else seed_index)
+  ds = load_dataset(run.config.data)
+  check_same_data(run.dir, {"data_digest": data_digest(ds.train_x, ds.test_x)},
+                  advice=f"its figures on this data would not be the run's (see {RUN_FILE})")
+  test_x = ds.test_x
+  noise = None if noise == "auto" else noise
+  if every:
     figures = run.evaluate_each(test_x, noise=noise)
   else:
     figures = run.evaluate(test_x, noise=noise)
@@ -142,6 +155,12 @@ def _config_file(argv: list[str]) -> tuple[list[str], dict[str, typing.Callable]
   # A run's settings, not how its job was launched (a multi-process run's
   # coordinator and process id would make a single process wait for peers).
   cfg = dataclasses.replace(config_lib.read(path), distributed=config_lib.DistributedConfig())
+  # A run directory (or its config.json) is that run, wherever it is now: not
+  # the folder its config names (a copied run would resume the original, a
+  # moved one start again where it was).
+  folder = Path(path) if Path(path).is_dir() else Path(path).parent
+  if (folder / "run.json").is_file() or (folder / "checkpoints").is_dir():
+    cfg = dataclasses.replace(cfg, run_dir=str(folder.absolute()))
   command = functools.partial(COMMANDS[argv[0]], cfg=cfg)
   return rest, {**COMMANDS, argv[0]: command}
 
@@ -201,10 +220,6 @@ COMMANDS["bench"] = bench
 CONFIG_COMMANDS = ("train", "bench")  # The commands that take --config=FILE.
 
 
-_RunDir = Annotated[str, tyro.conf.arg(metavar="RUN_DIR"), tyro.conf.Positional]
-_Output = Annotated[str, tyro.conf.arg(aliases=("-o",), metavar="FILE")]
-
-
 def compress(run_dir: _RunDir,
              input_path: Annotated[str, tyro.conf.arg(metavar="INPUT"), tyro.conf.Positional],
              output: _Output, step: float = 0.5, overwrite: bool = False,
@@ -228,6 +243,8 @@ def compress(run_dir: _RunDir,
   from flaxae.apps import compress as compress_lib
   if json_out:
     io.check_output(json_out, overwrite)
+    if os.path.realpath(json_out) == os.path.realpath(output):
+      raise OutputError(f"--json_out and the compressed file are both {output}; name two files")
   report = compress_lib.compress_file(run_dir, input_path, output, step, overwrite,
                                       seed_index)
   if json_out:

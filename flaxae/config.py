@@ -344,6 +344,19 @@ def validate(cfg: Config) -> Config:
   for key in _IN_UNIT:
     if not 0.0 <= flat[key] < 1.0:
       raise ConfigError(f"{key} must be in [0, 1), got {flat[key]}")
+  last_seed = cfg.train.seed + cfg.train.num_seeds - 1
+  if cfg.train.seed < 0 or last_seed >= 2**32:  # Keys take 32 bits: 2**32 would be 0 again.
+    raise ConfigError(
+        f"train.seed must be in [0, 2**32 - train.num_seeds], got {cfg.train.seed}"
+        + (f" with train.num_seeds={cfg.train.num_seeds}" if cfg.train.num_seeds > 1 else ""))
+  if cfg.data.split_seed >= 2**32:
+    raise ConfigError(f"data.split_seed must be in [0, 2**32), got {cfg.data.split_seed}")
+  coordinator = cfg.distributed.coordinator
+  if coordinator:
+    host, _, port = coordinator.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+      raise ConfigError(f"distributed.coordinator must be HOST:PORT (a port in 1..65535), "
+                        f"got {coordinator!r}")
   if cfg.model.logvar_min >= cfg.model.logvar_max:
     raise ConfigError(
         f"model.logvar_min ({cfg.model.logvar_min}) must be smaller than "
@@ -416,7 +429,10 @@ def read(path: str | os.PathLike, error: type[Exception] = ConfigError) -> Confi
     raise error(f"{path} is not valid JSON ({e})") from e
   except OSError as e:
     raise error(f"cannot read config file {path}: {e.strerror or e}") from e
-  return from_dict(d)
+  try:
+    return from_dict(d)
+  except ConfigError as e:
+    raise ConfigError(f"{path}: {e}") from e
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -104,5 +105,22 @@ def write_text(path: str | os.PathLike, text: str, overwrite: bool = True) -> No
   write_bytes(path, text.encode(), overwrite)
 
 
+def strict(obj: Any) -> Any:
+  """``obj`` with NaN and Inf as None: JSON has no such numbers (Python writes
+  ``NaN``, which strict readers, ``jq`` among them, refuse)."""
+  if isinstance(obj, float):
+    return obj if math.isfinite(obj) else None
+  if isinstance(obj, dict):
+    return {k: strict(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [strict(v) for v in obj]
+  return obj
+
+
+def to_json(obj: Any, **kwargs: Any) -> str:
+  """Strict JSON of ``obj`` (see :func:`strict`)."""
+  return json.dumps(strict(obj), allow_nan=False, **kwargs)
+
+
 def write_json(path: str | os.PathLike, obj: Any, overwrite: bool = True) -> None:
-  write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", overwrite)
+  write_text(path, to_json(obj, indent=2, sort_keys=True) + "\n", overwrite)

@@ -1,13 +1,18 @@
 """The checkpoint module: a failed write is flaxae's OutputError, the last
-complete checkpoint stays."""
+complete checkpoint stays; a damaged or mismatched checkpoint is refused."""
 
 import errno
+import json
+import shutil
 
+import jax
 import jax.numpy as jnp
 import pytest
 
-from flaxae.checkpoint import Checkpointer
-from flaxae.errors import OutputError
+import flaxae
+from flaxae.checkpoint import Checkpointer, abstract_like
+from flaxae.config import Config, ModelConfig, TrainConfig
+from flaxae.errors import CheckpointError, OutputError
 
 
 def _state(x):
@@ -33,3 +38,53 @@ def test_a_full_disk_is_an_output_error_and_the_last_checkpoint_stays(tmp_path, 
   state, meta = again.restore(_state(0.0))
   assert float(state["w"][0]) == 1.0 and meta["step"] == 1
   again.close()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+  folder = tmp_path_factory.mktemp("ckpt") / "run"
+  flaxae.fit(Config(model=ModelConfig(widths=(16, 4)),
+                    train=TrainConfig(epochs=1, batch_size=64), run_dir=str(folder)),
+             progress=False)
+  return folder
+
+
+def _copy(run_dir, tmp_path):
+  shutil.copytree(run_dir, tmp_path / "run")
+  return tmp_path / "run"
+
+
+@pytest.mark.parametrize("edit,field", [
+    (dict(activation="tanh"), "model.activation"),  # Loaded silently, another function.
+    (dict(widths=[16, 8]), "model.widths"),  # "Cannot be read; delete that step's folder".
+])
+def test_an_edited_config_is_refused_naming_the_field(run_dir, tmp_path, edit, field):
+  run = _copy(run_dir, tmp_path)
+  config = json.loads((run / "config.json").read_text())
+  config["model"].update(edit)
+  (run / "config.json").write_text(json.dumps(config))
+  with pytest.raises(CheckpointError, match=f"does not describe the model its checkpoint "
+                                            f"holds \\({field}"):
+    flaxae.load(run)
+
+
+def test_damaged_parameters_are_refused_not_loaded(run_dir, tmp_path):
+  # Flipped bytes in a checkpoint's data gave NaN weights, NaN codes, exit 0.
+  run = _copy(run_dir, tmp_path)
+  good = flaxae.load(run)
+  ckpt = Checkpointer(run / "checkpoints")
+  step = ckpt.latest_step()
+  _, meta = ckpt.restore(abstract_like(good.state))
+  bad = good.state.replace(params=jax.tree.map(lambda x: x.at[0].set(jnp.nan),
+                                               good.state.params))
+  ckpt.save(step + 1, bad, {**meta, "step": step + 1})
+  ckpt.close()
+  with pytest.raises(CheckpointError, match=f"checkpoint {step + 1} .* holds NaN or Inf"):
+    flaxae.load(run)
+  assert flaxae.load(run, step=step).state.steps_done == step
+
+
+@pytest.mark.parametrize("step", ["22", 2.0, True])
+def test_a_step_that_is_not_an_integer_is_refused(run_dir, step):
+  with pytest.raises(CheckpointError, match="a checkpoint's step is an integer"):
+    flaxae.load(run_dir, step=step)

@@ -2,9 +2,11 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from flaxae import api, cli
@@ -55,6 +57,34 @@ def test_a_saved_config_is_the_defaults_options_override(trained, tmp_path):
   assert again["train"] == {**saved["train"], "epochs": 1}
 
 
+def test_a_run_directory_as_config_is_that_run_wherever_it_is(trained, tmp_path):
+  # A copy resumed the original (the folder its config.json names); a moved run
+  # started again in its old place.
+  from flaxae import cli  # pylint: disable=import-outside-toplevel
+  run_dir, _ = trained
+  shutil.copytree(run_dir, tmp_path / "copy")
+  for given in (tmp_path / "copy", tmp_path / "copy" / "config.json"):
+    _, commands = cli._config_file(["train", f"--config={given}"])
+    assert commands["train"].keywords["cfg"].run_dir == str(tmp_path / "copy")
+  (tmp_path / "template.json").write_text((run_dir / "config.json").read_text())
+  _, commands = cli._config_file(["train", f"--config={tmp_path / 'template.json'}"])
+  assert commands["train"].keywords["cfg"].run_dir == str(run_dir.absolute())  # Its own.
+
+
+def test_a_config_file_error_names_the_file(tmp_path):
+  (tmp_path / "c.json").write_text(json.dumps({"train": {"epochz": 3}}))
+  out = flaxae("train", f"--config={tmp_path / 'c.json'}")
+  assert out.returncode == 2 and f"{tmp_path / 'c.json'}: unknown config key" in out.stderr
+
+
+def test_checkpoints_that_are_a_file_are_refused_before_training(tmp_path):
+  (tmp_path / "run").mkdir()
+  (tmp_path / "run" / "checkpoints").write_text("")
+  out = flaxae("train", f"--run_dir={tmp_path / 'run'}", "--no-progress")
+  assert out.returncode == 2 and "is a file, not a folder of checkpoints" in out.stderr
+  assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoints"]
+
+
 def test_a_saved_config_leaves_out_how_its_job_was_launched(trained, tmp_path):
   # A multi-process run's config.json names its coordinator and process id: taken
   # up by --config, a single process would wait for peers that never come.
@@ -95,6 +125,13 @@ def test_help_lists_options_with_defaults():
     (["train", "--train.epochs=0"], "train.epochs must be positive"),
     (["eval", "/nonexistent/run"], "not a flaxae run directory"),
     (["train", "--config=/nonexistent/c.json"], "config file /nonexistent/c.json does not"),
+    # Each of these ended in a traceback (the seed 2**32 trained seed 0's model).
+    (["train", "--train.seed=99999999999999999999"], "train.seed must be in [0, 2**32"),
+    (["train", "--train.seed=4294967295", "--train.num_seeds=2"], "with train.num_seeds=2"),
+    (["train", "--distributed.enabled=True", "--distributed.coordinator=garbage"],
+     "distributed.coordinator must be HOST:PORT"),
+    (["train", "--run_dir=/dev/null/run"], "run directory /dev/null/run: /dev/null is a "
+                                            "file, not a folder"),
 ])
 def test_user_errors_are_one_line_and_status_2(args, message):
   out = flaxae(*args)
@@ -119,3 +156,25 @@ def test_an_interruption_at_once_is_one_line_and_the_shells_status(monkeypatch, 
   assert cli.main(["train", "--no-progress"]) == status
   err = capsys.readouterr().err
   assert err.startswith("flaxae: interrupted") and "Traceback" not in err
+
+
+def test_eval_refuses_data_changed_since_training(tmp_path):
+  # It printed figures of the new data as the run's.
+  data = np.random.default_rng(0).integers(0, 256, (256, 8, 8), np.uint8)
+  np.save(tmp_path / "d.npy", data)
+  run_dir = tmp_path / "run"
+  out = flaxae("train", f"--run_dir={run_dir}", "--data.name=npy",
+               f"--data.path={tmp_path / 'd.npy'}", "--model.widths=16,4", "--train.epochs=1",
+               "--train.batch_size=64", "--no-progress")
+  assert out.returncode == 0, out.stderr
+  assert flaxae("eval", str(run_dir)).returncode == 0
+  np.save(tmp_path / "d.npy", data[::-1])
+  out = flaxae("eval", str(run_dir))
+  assert out.returncode == 2 and "was trained on other data" in out.stderr
+  assert "its figures on this data would not be the run's" in out.stderr
+
+
+def test_eval_help_names_its_arguments():
+  out = flaxae("eval", "--help")
+  assert "RUN_DIR" in out.stdout and "{None}" not in out.stdout
+  assert "--noise SPEC" in out.stdout and "(default: auto)" in out.stdout

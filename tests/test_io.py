@@ -1,5 +1,7 @@
 """Atomic writes: all or nothing, ordinary permissions, no silent overwrite."""
 
+import json
+import math
 import stat
 
 import pytest
@@ -43,3 +45,22 @@ def test_missing_folder_is_a_clear_error(tmp_path):
 def test_a_folder_is_not_an_output_file(tmp_path):
   with pytest.raises(OutputError, match="is a folder"):
     io.check_output(tmp_path, overwrite=True)
+
+
+def test_json_is_strict_nan_and_inf_are_null(tmp_path):
+  # Python's json writes NaN, which strict readers (jq) refuse: an eval.json
+  # of a diverged run, a compression report's SSIM of vectors.
+  io.write_json(tmp_path / "a.json", {"loss": float("nan"), "x": [1.0, float("inf")], "n": 3})
+  text = (tmp_path / "a.json").read_text()
+  assert json.loads(text, parse_constant=lambda c: pytest.fail(c)) == {
+      "loss": None, "x": [1.0, None], "n": 3}
+
+
+def test_metrics_records_write_nan_as_null_and_read_it_back(tmp_path):
+  from flaxae.train.logger import MetricsLogger  # pylint: disable=import-outside-toplevel
+  logger = MetricsLogger(tmp_path)
+  logger.write({"step": 1, "test/loss": float("nan")})
+  logger.close()
+  line = (tmp_path / "metrics.jsonl").read_text()
+  assert json.loads(line, parse_constant=lambda c: pytest.fail(c))["test/loss"] is None
+  assert math.isnan(MetricsLogger(tmp_path, enabled=False).history()[0]["test/loss"])

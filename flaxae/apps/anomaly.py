@@ -59,13 +59,20 @@ def _validated(estimator: BaseEstimator, X: Any,  # pylint: disable=invalid-name
                reset: bool) -> np.ndarray:
   """scikit-learn's checks of ``X``, their ``ValueError`` as flaxae's (still
   ``ValueError``s): :class:`ShapeError` for the width, else :class:`DataError`."""
+  if np.iscomplexobj(X):  # (scikit-learn's message prints the whole array.)
+    raise DataError("X must be real numbers, got complex ones")
   try:
-    return validate_data(estimator, X, allow_nd=True, dtype="numeric", reset=reset)
+    x = validate_data(estimator, X, allow_nd=True, dtype="numeric", reset=reset,
+                      ensure_all_finite=False)
   except FlaxaeError:
     raise
-  except ValueError as e:
+  except (ValueError, TypeError) as e:
     error = ShapeError if "features" in str(e) or "dimension" in str(e) else DataError
-    raise error(" ".join(str(e).split())) from e
+    message = " ".join(str(e).split())
+    raise error(message if len(message) <= 300 else message[:300] + " ...") from e
+  if not np.isfinite(x).all():
+    raise DataError("X contains NaN or Inf")
+  return x
 
 
 def reconstruction_error(x: np.ndarray, recon: np.ndarray, metric: str = "mse") -> np.ndarray:
@@ -148,7 +155,8 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
   # --- Fitting ---------------------------------------------------------------
 
   def _check_params(self) -> None:
-    if not isinstance(self.contamination, (int, float)) or not (
+    if isinstance(self.contamination, bool) or not isinstance(
+        self.contamination, (int, float, np.floating)) or not (
         0.0 < self.contamination <= 0.5):
       raise ConfigError(f"contamination must be in (0, 0.5], got {self.contamination!r}")
     if self.metric not in METRICS:
@@ -259,8 +267,10 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
       seed_index: Which model of a run of several seeds (None: a Run's own,
         a directory's first).
     """
-    if threshold is not None and not np.isfinite(threshold):
-      raise ConfigError(f"the threshold must be a finite number, got {threshold}")
+    if threshold is not None and (
+        isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number))
+        or not np.isfinite(threshold)):
+      raise ConfigError(f"the threshold must be a finite number, got {threshold!r}")
     run = as_run(run, seed_index)
     det = cls(model=run.config.model, train=run.config.train, contamination=contamination,
               metric=metric, preprocessing="none")
@@ -310,6 +320,10 @@ class AutoencoderDetector(OutlierMixin, BaseEstimator):
       raise ShapeError(
           f"X has examples of shape {tuple(x.shape[1:])}, but {type(self).__name__} "
           f"was fitted on examples of shape {self.feature_shape_}")
+    if self.preprocessing_ == "none" and x.size and (x.min() < 0.0 or x.max() > 1.0):
+      raise DataError(  # As the model was trained: int64 0-255 would score ≈ 1e4.
+          f"X has values in [{x.min():.4g}, {x.max():.4g}]; this detector takes uint8 "
+          "(0-255) or values in [0, 1]")
     return self._scale(x)
 
   def anomaly_score(self, X: Any) -> np.ndarray:  # pylint: disable=invalid-name

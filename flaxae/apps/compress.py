@@ -40,6 +40,7 @@ from flaxae.apps.container import FORMAT_VERSION, TRAILER_BYTES, Header, pack, r
 from flaxae.config import fingerprint
 from flaxae.data import load_dataset
 from flaxae.errors import DataError, FormatError, OutputError, ShapeError
+from flaxae.train.rundir import checkpoint_steps
 
 DEFAULT_STEP = 0.5
 CODEC_DIR = "codecs"
@@ -64,9 +65,18 @@ def codec_path(run: Run, step: float) -> Path:
   return run.dir / CODEC_DIR / f"{weights_digest(run).hex()}-step{float(step)!r}.npz"
 
 
-def get_codec(run: Run, step: float) -> Codec:
+def get_codec(run: Run, step: float, expected: bytes | None = None,
+              name: str = "the file") -> Codec:
   """The run's probability model for ``step``: read from ``RUN_DIR/codecs``, or
-  fitted on the codes of the run's training data and saved there (if it can be)."""
+  fitted on the codes of the run's training data and saved there (if it can be).
+
+  Args:
+    expected: The digest of the model a file was coded with (decompressing):
+      a model fitted anew that differs is refused, not kept.
+
+  Raises:
+    FormatError: the model fitted anew is not ``expected``.
+  """
   step = check_step(step)
   path = codec_path(run, step)
   if path.exists():
@@ -76,6 +86,12 @@ def get_codec(run: Run, step: float) -> Codec:
       pass  # A broken cache is refitted and replaced below.
   ds = load_dataset(run.config.data)
   codec = fit_codec(run.encode(ds.train_x), step)
+  if expected is not None and codec.digest != expected:
+    raise FormatError(
+        f"{name} was coded with a probability model that {path} no longer holds, and "
+        "the one fitted again on the run's training data differs (other data, or codes "
+        "computed on another kind of device); copy RUN_DIR/{CODEC_DIR} from where the "
+        "file was made".replace("{CODEC_DIR}", CODEC_DIR))
   try:
     io.make_dir(path.parent)
     codec.save(path)
@@ -136,8 +152,8 @@ def check_identity(run: Run, header: Header, name: str = "the file") -> None:
   if header.weights != weights_digest(run):
     raise FormatError(
         f"{name} was compressed with other weights of this model (another checkpoint "
-        f"of {run.dir}, or another of its seeds' models); decompress it with the model "
-        "that made it")
+        f"of {run.dir}: one no longer kept if the run trained on since, or another of "
+        "its seeds' models); decompress it with the checkpoint that made it")
   code_dim = math.prod(run.model.code_shape)
   if header.code_dim != code_dim:
     raise FormatError(
@@ -158,7 +174,7 @@ def decompress(run: Run, blob: bytes, codec: Codec | None = None,
   """
   header, words = read_header(bytes(blob), name)
   check_identity(run, header, name)
-  codec = codec or get_codec(run, header.step)
+  codec = codec or get_codec(run, header.step, expected=header.codec, name=name)
   if codec.digest != header.codec:
     raise FormatError(
         f"{name} was coded with another probability model (codec {header.codec.hex()}, "
@@ -280,7 +296,27 @@ def decompress_file(run: Run | str | os.PathLike, input_path: str | os.PathLike,
   if not path.is_file():
     raise DataError(f"compressed file {path} does not exist")
   blob = path.read_bytes()
-  read_header(blob, str(path))  # Format errors before loading the run.
+  header, _ = read_header(blob, str(path))  # Format errors before loading the run.
+  if not isinstance(run, Run):  # A directory: the checkpoint that made the file.
+    run = _run_that_made(run, header, seed_index)
   out = decompress(as_run(run, seed_index), blob, name=str(path))
   arrays.write_array(output_path, out, overwrite)
   return out
+
+
+def _run_that_made(run_dir: str | os.PathLike, header: Header,
+                   seed_index: int | None) -> Run:
+  """The run directory's model whose weights wrote ``header``'s file: the
+  latest checkpoint, or an earlier one still kept (a run that trained on
+  after compressing); the latest if none matches (its error names the cause)."""
+  from flaxae.api import load  # pylint: disable=import-outside-toplevel
+  index = 0 if seed_index is None else seed_index
+  latest = load(run_dir, seed_index=index)
+  if header.weights == weights_digest(latest) or header.fingerprint != fingerprint(
+      latest.config):
+    return latest
+  for step in reversed(checkpoint_steps(run_dir)[:-1]):
+    candidate = load(run_dir, step=step, seed_index=index)
+    if header.weights == weights_digest(candidate):
+      return candidate
+  return latest

@@ -25,6 +25,7 @@ Format, version 1 (little-endian)::
 from __future__ import annotations
 
 import dataclasses
+import math
 import struct
 import zlib
 
@@ -110,6 +111,9 @@ def read_header(blob: bytes, name: str = "the file") -> tuple[Header, np.ndarray
   if dtype_code not in _DTYPES or ndim == 0:
     raise FormatError(f"{name} is corrupt (dtype code {dtype_code}, {ndim} dimensions)")
   shape = struct.unpack_from(f"<{ndim}I", blob, _FIXED.size)
+  if not (math.isfinite(step) and step > 0) or 0 in shape or code_dim == 0:
+    raise FormatError(f"{name} is corrupt (quantisation step {step}, shape {shape}, "
+                      f"{code_dim} code dimensions)")
   start = _FIXED.size + 4 * ndim
   stream = np.frombuffer(blob, "<u4", count=words, offset=start).astype(np.uint32)
   return Header(version, _DTYPES[dtype_code], tuple(shape), fp.hex(), weights, codec,

@@ -45,14 +45,14 @@ class MetricsLogger:
       if not isinstance(record, dict) or not isinstance(record.get("step"), int):
         raise CheckpointError(
             f"{self.path}, line {number}, is not a metrics record (it has no step)")
-      records.append(record)
-    return records
+      records.append({k: float("nan") if v is None else v for k, v in record.items()})
+    return records  # (NaN is written as null.)
 
   def truncate(self, step: int) -> list[dict[str, Any]]:
     """Keeps the records up to ``step``; returns them."""
     kept = [r for r in self.history() if r["step"] <= step]
     if self.enabled and self.path.exists():
-      io.write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+      io.write_text(self.path, "".join(io.to_json(r) + "\n" for r in kept))
     return kept
 
   def write(self, record: dict[str, Any]) -> None:
@@ -60,7 +60,7 @@ class MetricsLogger:
     if not self.enabled:
       return
     old = self.path.read_text() if self.path.exists() else ""
-    io.write_text(self.path, old + json.dumps(record) + "\n")
+    io.write_text(self.path, old + io.to_json(record) + "\n")
     if self._tb is None:
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
       self._tb = SummaryWriter(str(self._tb_dir))

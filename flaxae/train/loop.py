@@ -31,10 +31,10 @@ from flaxae.errors import CheckpointError, ConfigError, OutputError, TrainingErr
 from flaxae.models import Autoencoder, build_model
 from flaxae.objectives import contractive
 from flaxae.train import distributed, parallel
-from flaxae.train.compile_cache import compilation_cache
+from flaxae.train.compilation import CompileClock, compilation_cache
 from flaxae.train.logger import MetricsLogger
 from flaxae.train.rundir import (
-    CHECKPOINT_DIR, CONFIG_FILE, RUN_FILE, absolute_data_paths, check_resumable,
+    CHECKPOINT_DIR, CONFIG_FILE, RUN_FILE, absolute_data_paths, check_resumable, check_run_dir,
     check_same_data, data_digest, exclusive, has_checkpoint, read_config)
 from flaxae.train.optimizer import make_optimizer
 from flaxae.train.signals import StopRequest
@@ -184,16 +184,19 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
   distributed.initialize(cfg.distributed)
   # Paths absolute, in config.json too: a run is used and resumed from anywhere.
   run_dir = Path(cfg.resolved_run_dir()).absolute()
+  check_run_dir(run_dir)
   # Signals are taken over from here (after JAX's own SIGTERM handler, which
   # joining the distributed runtime installs): one during start-up stops the
   # run before its first step.
-  with (StopRequest() as stop, compilation_cache(cfg.compilation_cache),
+  with (StopRequest() as stop, CompileClock() as compiling,
+        compilation_cache(cfg.compilation_cache),
         exclusive(run_dir, enabled=distributed.is_main_process())):
-    return _train_and_evaluate(cfg, run_dir, stop, progress=progress,
+    return _train_and_evaluate(cfg, run_dir, stop, compiling, progress=progress,
                                stop_after_steps=stop_after_steps)
 
 
-def _train_and_evaluate(cfg: Config, run_dir: Path, stop: StopRequest, *, progress: bool,
+def _train_and_evaluate(cfg: Config, run_dir: Path, stop: StopRequest,
+                        compiling: CompileClock, *, progress: bool,
                         stop_after_steps: int | None) -> "Run":
   from flaxae.api import Run  # pylint: disable=import-outside-toplevel
   from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
@@ -254,6 +257,11 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, stop: StopRequest, *, progre
   epoch_steps = 0
   if ckpt.latest_step() is not None:
     state, meta = ckpt.restore(built.abstract)
+    try:
+      _check_finite(state.params, run_dir, meta.get("step"))
+    except CheckpointError:
+      ckpt.close()
+      raise
     epoch_steps = meta.get("epoch_steps", 0)  # A checkpoint inside an epoch.
     epoch_sums = {k: np.asarray(v, np.float64) for k, v in meta.get("epoch_sums", {}).items()}
   else:
@@ -289,7 +297,8 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, stop: StopRequest, *, progre
   bar = tqdm(total=schedule.total_steps, initial=step, unit="step",
              disable=not progress or not main_process, file=sys.stderr,
              dynamic_ncols=True)
-  epoch_start, timed_steps = time.perf_counter(), 0  # This process's steps of the epoch.
+  # This process's steps of the epoch, their time and the compilation in it.
+  epoch_start, timed_steps, compiled = time.perf_counter(), 0, compiling.seconds
   limit = schedule.total_steps if stop_after_steps is None else min(
       stop_after_steps, schedule.total_steps)
   profiler = _EpochProfiler(run_dir / "profile", schedule) if (
@@ -328,6 +337,7 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, stop: StopRequest, *, progre
             "--run_dir: a run resumes only with its own settings), or check the data")
       if step % schedule.steps_per_epoch == 0:
         seconds = time.perf_counter() - epoch_start
+        compile_s = compiling.seconds - compiled
         test = [parallel.evaluate(eval_jit, variables, test_x,
                                   cfg.train.eval_batch_size, mesh.devices.size,
                                   summarize)
@@ -337,8 +347,9 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, stop: StopRequest, *, progre
             **across_seeds({f"train/{k}": v / epoch_steps for k, v in epoch_sums.items()}),
             **across_seeds({f"test/{k}": test[0][k] if len(test) == 1
                             else np.array([t[k] for t in test]) for k in test[0]}),
-            "samples_per_s": timed_steps * batch_size * cfg.train.num_seeds / seconds,
-            "seconds": seconds,
+            "samples_per_s": (timed_steps * batch_size * cfg.train.num_seeds
+                              / max(seconds - compile_s, 1e-9)),
+            "seconds": seconds, "compile_s": compile_s,
         }
         history.append(record)
         logger.write(record)
@@ -346,7 +357,7 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, stop: StopRequest, *, progre
                         test=f"{record['test/loss']:.4f}",
                         sps=f"{record['samples_per_s']:.0f}")
         epoch_sums, epoch_steps = {}, 0
-        epoch_start, timed_steps = time.perf_counter(), 0
+        epoch_start, timed_steps, compiled = time.perf_counter(), 0, compiling.seconds
       stopping = stop.agreed()  # After the evaluation: a signal during it counts.
       if schedule.is_checkpoint(step) or step == limit or stopping is not None:
         ckpt.save(step, state, _meta(cfg, step, schedule, epoch_sums, epoch_steps))
@@ -435,6 +446,7 @@ def restore_state(run_dir: str | Path, cfg: Config | None = None,
                   step: int | None = None) -> tuple[Config, Autoencoder, TrainState, dict]:
   """Config, model and train state of a run directory's checkpoint."""
   run_dir = Path(run_dir)
+  from_file = cfg is None
   cfg = cfg or read_config(run_dir)
   info_path = run_dir / RUN_FILE
   if not info_path.exists():
@@ -456,7 +468,41 @@ def restore_state(run_dir: str | Path, cfg: Config | None = None,
   try:
     if ckpt.latest_step() is None:
       raise CheckpointError(f"no checkpoint in {run_dir / CHECKPOINT_DIR}; train first")
+    if from_file:
+      _check_saved_model(cfg, ckpt.meta(step), run_dir)
     state, meta = ckpt.restore(abstract, step)
   finally:
     ckpt.close()
+  _check_finite(state.params, run_dir, meta.get("step", step))
   return cfg, model, state, meta
+
+
+def _check_saved_model(cfg: Config, meta: dict[str, Any], run_dir: Path) -> None:
+  """Refuses a config.json whose model section is not the one the checkpoint
+  was saved with (edited since): its weights would not fit, or would load
+  into another function (another activation, say) without a word."""
+  try:
+    saved = config_lib.from_dict(meta["config"])
+  except Exception:  # pylint: disable=broad-except
+    return  # A checkpoint without a readable config: nothing to compare.
+  mine, theirs = config_lib.to_dict(cfg.model), config_lib.to_dict(saved.model)
+  differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+  if differ:
+    shown = "; ".join(f"model.{k}: {theirs.get(k)!r} in the checkpoint, {mine.get(k)!r} "
+                      "in config.json" for k in differ[:4])
+    raise CheckpointError(
+        f"{run_dir / CONFIG_FILE} does not describe the model its checkpoint holds "
+        f"({shown}); was it edited? Put the checkpoint's values back")
+
+
+def _check_finite(params: Any, run_dir: Path, step: Any) -> None:
+  """Refuses parameters with NaN or Inf: training never saves them (a step
+  with a non-finite gradient leaves the parameters unchanged), so the
+  checkpoint's files were damaged."""
+  bad = [jax.tree_util.keystr(path) for path, leaf in jax.tree.leaves_with_path(params)
+         if not bool(jnp.all(jnp.isfinite(leaf)))]
+  if bad:
+    raise CheckpointError(
+        f"checkpoint {step} in {run_dir / CHECKPOINT_DIR} holds NaN or Inf in "
+        f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}: its files are damaged; "
+        "delete that step's folder to fall back to an earlier one")

@@ -30,7 +30,7 @@ from flaxae import config as config_lib
 from flaxae.config import Config
 from flaxae.data import stream
 from flaxae.data.sources import DEFAULT_DIRS
-from flaxae.errors import CheckpointError
+from flaxae.errors import CheckpointError, ConfigError
 
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
@@ -128,12 +128,34 @@ def has_checkpoint(run_dir: Path) -> bool:
   attempt that stopped before its first save) has nothing to resume, and is
   reused as it is. Read from the file system, not by Orbax, whose manager
   synchronises the processes of a multi-host job: only some of them may ask."""
+  return bool(checkpoint_steps(run_dir))
+
+
+def check_run_dir(run_dir: Path) -> None:
+  """Refuses a run directory that cannot be one: it, or a folder above it, or
+  its ``checkpoints``, is a file (found before anything trains)."""
+  for path in (run_dir, *run_dir.parents):
+    if path.exists():
+      if not path.is_dir():
+        raise ConfigError(f"run directory {run_dir}: {path} is a file, not a folder")
+      break
   folder = run_dir / CHECKPOINT_DIR
-  return folder.is_dir() and any(p.name.isdigit() and p.is_dir() for p in folder.iterdir())
+  if folder.exists() and not folder.is_dir():
+    raise CheckpointError(f"{folder} is a file, not a folder of checkpoints; move it away "
+                          "or use another --run_dir")
 
 
-def check_same_data(run_dir: Path, info: dict[str, Any]) -> None:
-  """Refuses to resume a run directory on data other than its own."""
+def checkpoint_steps(run_dir: str | Path) -> list[int]:
+  """The steps of ``run_dir``'s finished checkpoints (see :func:`has_checkpoint`)."""
+  folder = Path(run_dir) / CHECKPOINT_DIR
+  if not folder.is_dir():
+    return []
+  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit() and p.is_dir())
+
+
+def check_same_data(run_dir: Path, info: dict[str, Any],
+                    advice: str = "use a new --run_dir or the run's own data") -> None:
+  """Refuses to resume (or evaluate) a run directory on data other than its own."""
   path = run_dir / RUN_FILE
   try:
     saved = json.loads(path.read_text())
@@ -144,4 +166,4 @@ def check_same_data(run_dir: Path, info: dict[str, Any]) -> None:
   if diffs:
     raise CheckpointError(
         f"run directory {run_dir} was trained on other data ({'; '.join(diffs)}); "
-        "use a new --run_dir or the run's own data")
+        f"{advice}")

@@ -101,6 +101,28 @@ def test_bad_params(params, message):
     AutoencoderDetector(**params).fit(np.zeros((8, 2)))
 
 
+@pytest.mark.parametrize("x,message", [
+    (lambda x: np.rint(x * 255).astype(np.int64), r"values in \[0, 255\]; this detector takes"),
+    (lambda x: x * 2.0, r"values in \[0, 2\]"),
+    (lambda x: np.where(x > 0.5, np.nan, x), "X contains NaN or Inf"),
+    (lambda x: x.astype(np.complex64), "real numbers, got complex"),
+])
+def test_detect_refuses_what_the_model_was_not_trained_on(digits_run, digits, x, message):
+  # int64 0-255 images scored ≈1e4 (every one an outlier); NaN gave scikit-learn's
+  # 650-character advice; complex numbers printed the whole array.
+  from flaxae.apps import anomaly  # pylint: disable=import-outside-toplevel
+  from flaxae.errors import DataError  # pylint: disable=import-outside-toplevel
+  with pytest.raises(DataError, match=message) as error:
+    anomaly.detect(digits_run, x(digits.test_x[:20]), threshold=0.1)
+  assert len(str(error.value)) < 200
+
+
+@pytest.mark.parametrize("threshold", ["0.1", True, float("nan")])
+def test_detect_refuses_a_threshold_that_is_not_a_number(digits_run, digits, threshold):
+  with pytest.raises(ConfigError, match="the threshold must be a finite number"):
+    detect(digits_run, digits.test_x[:2], threshold=threshold)
+
+
 def test_from_run(digits_run, digits):
   det = AutoencoderDetector.from_run(digits_run, contamination=0.1)
   assert abs(det.labels_.mean() - 0.1) < 0.02

@@ -237,3 +237,68 @@ def test_cli_output_must_be_npy_or_idx(digits_run, tmp_path):
   with pytest.raises(OutputError, match="name the output"):
     cli.main(["decompress", str(digits_run.dir), str(tmp_path / "x.fxae"), "-o",
               str(tmp_path / "y.png"), "--debug"])
+
+
+# --- Files consistent in their checksum, not in their header (made by hand) -----
+
+
+def _repacked(blob, **changes):
+  header, words = container.read_header(blob)
+  return container.pack(dataclasses.replace(header, **changes), words)
+
+
+@pytest.mark.parametrize("n,message", [(10, "holds more than 10 examples"),
+                                       (4_000_000, "cannot hold 4000000 examples")])
+def test_a_header_with_another_example_count_is_refused(digits_run, blob, n, message):
+  # 10: ten images written, exit 0; 4e6: a MemoryError or an AssertionError.
+  header, _ = container.read_header(blob)
+  with pytest.raises(FormatError, match=message):
+    C.decompress(digits_run, _repacked(blob, shape=(n, *header.shape[1:])))
+
+
+@pytest.mark.parametrize("changes", [dict(step=0.0), dict(step=float("nan")),
+                                     dict(shape=(0, 8, 8, 1))])
+def test_an_impossible_header_is_corrupt(digits_run, blob, changes):
+  with pytest.raises(FormatError, match="is corrupt"):
+    C.decompress(digits_run, _repacked(blob, **changes))
+
+
+def test_a_probability_model_fitted_anew_that_differs_is_refused_not_kept(digits_run, blob):
+  # A file that names a step whose model is not cached: the model fitted now is
+  # not the file's; it used to be kept in RUN/codecs, refusing every later file.
+  with pytest.raises(FormatError, match="fitted again on the run's training data differs"):
+    C.decompress(digits_run, _repacked(blob, step=0.3141))
+  assert not C.codec_path(digits_run, 0.3141).exists()
+
+
+def test_a_run_that_trained_on_decompresses_with_the_checkpoint_that_compressed(
+    tmp_path, digits):
+  from flaxae import Config, fit, load  # pylint: disable=import-outside-toplevel
+  from flaxae.config import CheckpointConfig, ModelConfig, TrainConfig  # pylint: disable=import-outside-toplevel
+  cfg = Config(model=ModelConfig(widths=(16, 4)), train=TrainConfig(epochs=1, batch_size=64),
+               checkpoint=CheckpointConfig(keep=3), run_dir=str(tmp_path / "run"))
+  fit(cfg, progress=False)
+  x = digits.test_x[:20]
+  C.compress_file(cfg.run_dir, _saved(tmp_path / "x.npy", x), tmp_path / "x.fxae")
+  first = load(cfg.run_dir)
+  fit(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=2)),
+      progress=False)
+  with pytest.raises(FormatError, match="one no longer kept if the run trained on"):
+    C.decompress(load(cfg.run_dir), (tmp_path / "x.fxae").read_bytes())
+  out = C.decompress_file(cfg.run_dir, tmp_path / "x.fxae", tmp_path / "y.npy")
+  np.testing.assert_array_equal(out, _decoded(first, x, C.DEFAULT_STEP))
+
+
+def _saved(path, x):
+  np.save(path, x)
+  return path
+
+
+def test_cli_json_report_is_not_the_compressed_file(digits_run, tmp_path):
+  np.save(tmp_path / "x.npy", np.random.default_rng(0).random((4, 64)))
+  argv = ["compress", str(digits_run.dir), str(tmp_path / "x.npy"), "-o",
+          str(tmp_path / "x.fxae")]
+  with pytest.raises(OutputError, match="both"):  # The report replaced the file.
+    cli.main([*argv, f"--json_out={tmp_path / 'x.fxae'}", "--overwrite", "--debug"])
+  assert not (tmp_path / "x.fxae").exists()
+

@@ -1,10 +1,11 @@
-"""JAX's persistent compilation cache, set for one run and put back after."""
+"""Compilation in a run: JAX's persistent cache, set for the run and put back
+after, and a clock of the time spent compiling (kept out of throughput)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator
+from typing import Any, Iterator
 
 import jax
 from jax.experimental.compilation_cache import compilation_cache as jax_compilation_cache
@@ -40,3 +41,28 @@ def compilation_cache(folder: str) -> Iterator[None]:
   finally:
     jax_compilation_cache.reset_cache()
     jax.config.update("jax_compilation_cache_dir", old)
+
+
+class CompileClock:
+  """Seconds this process spends tracing, lowering and compiling while it is
+  open (JAX's compile events), so that a run's throughput leaves them out: the
+  first epoch, and the first after a resume, compile the training chunk."""
+
+  _EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
+             "/jax/core/compile/jaxpr_to_mlir_module_duration",
+             "/jax/core/compile/backend_compile_duration")
+
+  def __init__(self):
+    self.seconds = 0.0
+
+  def _listen(self, event: str, duration: float, **kwargs: Any) -> None:
+    del kwargs
+    if event in self._EVENTS:
+      self.seconds += duration
+
+  def __enter__(self) -> "CompileClock":
+    jax.monitoring.register_event_duration_secs_listener(self._listen)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    jax.monitoring.unregister_event_duration_listener(self._listen)
