@@ -39,7 +39,7 @@ from flaxae.apps.codec import (Codec, check_step, decode_symbols, dequantize, en
 from flaxae.apps.container import FORMAT_VERSION, TRAILER_BYTES, Header, pack, read_header
 from flaxae.config import fingerprint
 from flaxae.data import load_dataset
-from flaxae.errors import DataError, FormatError, OutputError, ShapeError
+from flaxae.errors import ConfigError, DataError, FormatError, OutputError, ShapeError
 from flaxae.train.rundir import checkpoint_steps
 
 DEFAULT_STEP = 0.5
@@ -172,6 +172,12 @@ def decompress(run: Run, blob: bytes, codec: Codec | None = None,
     FormatError: the file is not a flaxae file, is truncated or corrupt, or
       was made by another model.
   """
+  if isinstance(blob, (str, os.PathLike)):
+    raise ConfigError(f"decompress takes a compressed file's bytes, got the path {blob!r:.80}; "
+                      "read it first (Path(...).read_bytes()), or use decompress_file")
+  if not isinstance(blob, (bytes, bytearray, memoryview)):
+    raise ConfigError(f"decompress takes a compressed file's bytes, got "
+                      f"{type(blob).__name__}")
   header, words = read_header(bytes(blob), name)
   check_identity(run, header, name)
   codec = codec or get_codec(run, header.step, expected=header.codec, name=name)
@@ -293,6 +299,8 @@ def decompress_file(run: Run | str | os.PathLike, input_path: str | os.PathLike,
   a directory's first)."""
   arrays.check_array_output(output_path, overwrite)
   path = Path(input_path)
+  if path.is_dir():
+    raise DataError(f"compressed file {path} is a folder")
   if not path.is_file():
     raise DataError(f"compressed file {path} does not exist")
   blob = path.read_bytes()

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 
 from flaxae.api import Run
-from flaxae.errors import ConfigError, ShapeError
+from flaxae.errors import ConfigError, DataError, ShapeError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +45,10 @@ def code_stats(run: Run, x: np.ndarray | None = None,
       from flaxae.data import load_dataset  # pylint: disable=import-outside-toplevel
       x = load_dataset(run.config.data).train_x
     codes = run.encode(x)
-  z = np.asarray(codes, np.float64).reshape(len(codes), -1)
+  z = np.asarray(codes, np.float64)
+  if z.ndim < 2 or not len(z):
+    raise DataError(f"code statistics need a batch of codes (N, ...), got shape {z.shape}")
+  z = z.reshape(len(z), -1)
   mean = z.mean(axis=0)
   _, s, vt = np.linalg.svd(z - mean, full_matrices=False)
   axis_std = s / np.sqrt(max(len(z) - 1, 1))
@@ -54,6 +57,17 @@ def code_stats(run: Run, x: np.ndarray | None = None,
     axis_std = np.concatenate([axis_std, np.zeros(pad)])
     vt = np.concatenate([vt, np.zeros((pad, z.shape[1]))])
   return CodeStats(mean, z.std(axis=0), vt, axis_std)
+
+
+def _check_count(n: int, message: str) -> None:
+  if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+    raise ConfigError(f"{message}, got {n!r}")
+
+
+def _code(run: Run, x: np.ndarray) -> np.ndarray:
+  """The flat float64 code of one example, in any layout ``Run.encode`` takes
+  one in (its own dtype: uint8 or float in [0, 1])."""
+  return run.encode(np.asarray(x)[None]).reshape(-1).astype(np.float64)
 
 
 def _decode(run: Run, z: np.ndarray) -> np.ndarray:
@@ -73,8 +87,7 @@ def latent_grid(run: Run, n: int = 10, span: float = 2.0,
     Images ``(n, n, *feature_shape)``: rows go down the second direction,
     columns along the first.
   """
-  if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-    raise ConfigError(f"a latent grid needs n ≥ 1 images a side, got {n!r}")
+  _check_count(n, "a latent grid needs n ≥ 1 images a side")
   stats = stats or code_stats(run)
   if len(stats.mean) < 2:
     raise ShapeError("a latent grid needs a code of at least 2 dimensions")
@@ -109,8 +122,8 @@ def interpolate(run: Run, x0: np.ndarray, x1: np.ndarray, n: int = 8,
   Returns:
     Images ``(n, *feature_shape)``, from ``x0``'s reconstruction to ``x1``'s.
   """
-  z = run.encode(np.stack([np.asarray(x0), np.asarray(x1)]))
-  z0, z1 = z.reshape(2, -1).astype(np.float64)
+  _check_count(n, "an interpolation needs n ≥ 1 images")
+  z0, z1 = _code(run, x0), _code(run, x1)  # Each in its own layout and dtype.
   t = np.linspace(0.0, 1.0, n)
   if method == "linear":
     path = (1 - t)[:, None] * z0 + t[:, None] * z1
@@ -136,8 +149,9 @@ def traverse(run: Run, x: np.ndarray, dims: list[int] | None = None, n: int = 7,
   Returns:
     Images ``(len(dims), n, *feature_shape)``.
   """
+  _check_count(n, "a traversal needs n ≥ 1 steps")
   stats = stats or code_stats(run)
-  z = run.encode(np.asarray(x)[None]).reshape(-1).astype(np.float64)
+  z = _code(run, x)
   dims = list(range(min(len(z), 16))) if dims is None else list(dims)
   bad = [d for d in dims if not 0 <= d < len(z)]
   if bad:

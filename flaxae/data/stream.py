@@ -34,12 +34,14 @@ class MappedSet:
     binarize: Threshold read rows at 0.5.
   """
 
-  def __init__(self, array: np.ndarray, indices: np.ndarray, binarize: bool = False):
+  def __init__(self, array: np.ndarray, indices: np.ndarray, binarize: bool = False,
+               name: str = "the streamed data"):
     if array.ndim not in (2, 3, 4):
       raise ShapeError(f"streamed data has shape {array.shape}; expected N×D or N×H×W[×C]")
     if array.dtype not in (np.uint8, np.bool_) and not np.issubdtype(array.dtype, np.floating):
       raise DataError(f"streamed data has dtype {array.dtype}; expected uint8, bool or float")
     self.array, self.indices, self.binarize = array, np.asarray(indices), binarize
+    self.name = name
 
   def __len__(self) -> int:
     return len(self.indices)
@@ -59,7 +61,10 @@ class MappedSet:
 
   def rows(self, positions: np.ndarray) -> np.ndarray:
     """Examples at ``positions`` (into this set), float32 ``(n, *feature_shape)``."""
-    x = normalize(self._read(positions), "a streamed batch")
+    rows = self.indices[np.asarray(positions).reshape(-1)]
+    where = f", rows {rows.min()}-{rows.max()}" if rows.size else ""
+    # (Bad values are found when read: a file larger than memory is not scanned first.)
+    x = normalize(self._read(positions), f"{self.name}{where} (a streamed batch),")
     if self.binarize:
       x = (x >= 0.5).astype(np.float32)
     return x.reshape(*np.shape(positions), *self.feature_shape)
@@ -98,6 +103,7 @@ def open_mapped(cfg: DataConfig, seed: int | None = None) -> tuple[MappedSet, np
       array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as e:
       raise DataError(f"cannot map {path}: {e}") from e
+    name = str(path)
   elif cfg.name in ("idx", "mnist", "fashion_mnist"):
     # The files the in-memory path reads (the same names, the same default
     # folders); the one mapped must be uncompressed, the test set is read whole.
@@ -107,6 +113,7 @@ def open_mapped(cfg: DataConfig, seed: int | None = None) -> tuple[MappedSet, np
     if train is None and t10k is None:
       raise DataError(f"no IDX images in {folder} (expected train-images-idx3-ubyte "
                       "and/or t10k-images-idx3-ubyte)")
+    name = str(train if train is not None else t10k)
     array = memmap_idx(train if train is not None else t10k)
     if train is not None and t10k is not None:
       test = read_idx(t10k)
@@ -117,14 +124,15 @@ def open_mapped(cfg: DataConfig, seed: int | None = None) -> tuple[MappedSet, np
   if test is None:
     train_idx, test_idx = split_indices(len(array), cfg.test_fraction, seed)
     test_rows = test_idx[:cfg.limit_test] if cfg.limit_test else test_idx
-    test_x = MappedSet(array, test_rows, cfg.binarize).rows(np.arange(len(test_rows)))
+    test_x = MappedSet(array, test_rows, cfg.binarize, name).rows(np.arange(len(test_rows)))
   else:
     train_idx = np.arange(len(array))
     n_test = min(cfg.limit_test or len(test), len(test))
-    test_x = MappedSet(test, np.arange(n_test), cfg.binarize).rows(np.arange(n_test))
+    test_x = MappedSet(test, np.arange(n_test), cfg.binarize, str(t10k)).rows(
+        np.arange(n_test))
   if cfg.limit_train:
     train_idx = train_idx[:cfg.limit_train]
-  return MappedSet(array, train_idx, cfg.binarize), test_x
+  return MappedSet(array, train_idx, cfg.binarize, name), test_x
 
 
 class Feeder:

@@ -456,8 +456,8 @@ def restore_state(run_dir: str | Path, cfg: Config | None = None,
     feature_shape = tuple(int(s) for s in info["feature_shape"])
     steps_per_epoch = int(info["steps_per_epoch"])
   except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-    raise CheckpointError(f"{info_path} is damaged ({type(e).__name__}: {e}); "
-                          "training the run again rewrites it") from e
+    raise CheckpointError(f"{info_path} is damaged ({type(e).__name__}: {e}); restore it "
+                          "from a copy: the run is neither used nor resumed without it") from e
   mesh = parallel.make_mesh(1)
   # The restored model computes with XLA's products however it was trained (the
   # parameters are the same): loading a run needs neither MKL nor a compiler.

@@ -160,7 +160,8 @@ def check_same_data(run_dir: Path, info: dict[str, Any],
   try:
     saved = json.loads(path.read_text())
   except (OSError, json.JSONDecodeError) as e:
-    raise CheckpointError(f"{path} is damaged ({e}); use a new --run_dir") from e
+    raise CheckpointError(f"{path} is damaged ({e}); restore it from a copy, or use a "
+                          "new --run_dir") from e
   diffs = [f"{key}: {saved[key]} → {value}" for key, value in info.items()
            if key in saved and key != "fingerprint" and saved[key] != value]
   if diffs:

@@ -302,3 +302,15 @@ def test_cli_json_report_is_not_the_compressed_file(digits_run, tmp_path):
     cli.main([*argv, f"--json_out={tmp_path / 'x.fxae'}", "--overwrite", "--debug"])
   assert not (tmp_path / "x.fxae").exists()
 
+
+
+@pytest.mark.parametrize("blob,message", [("x.fxae", "got the path 'x.fxae'"),
+                                          (None, "got NoneType")])
+def test_decompress_takes_bytes(digits_run, blob, message):
+  with pytest.raises(ConfigError, match=message):  # Was a bare TypeError.
+    C.decompress(digits_run, blob)
+
+
+def test_decompressing_a_folder_says_so(digits_run, tmp_path):
+  with pytest.raises(DataError, match="is a folder"):
+    C.decompress_file(digits_run, tmp_path, tmp_path / "y.npy")

@@ -9,7 +9,7 @@ import pytest
 
 from flaxae import viz
 from flaxae.apps import generate as G
-from flaxae.errors import ConfigError, ShapeError
+from flaxae.errors import ConfigError, DataError, ShapeError
 
 
 class LinearRun:
@@ -84,3 +84,28 @@ def test_samples_need_a_vae(digits_run):
     G.samples(digits_run, 4)
   fake = types.SimpleNamespace(sample=lambda n, seed=0: np.full((n, 3), seed / 10))
   np.testing.assert_array_equal(G.samples(fake, 2, seed=5), np.full((2, 3), 0.5))
+
+
+def test_interpolation_takes_each_end_in_its_own_layout_and_dtype(digits_run, digits):
+  # Both ends were stacked: a flat end beside an image was a ValueError, a
+  # uint8 end beside a float one "float inputs must be in [0, 1], got [0, 239]".
+  x0, x1 = digits.test_x[0], digits.test_x[1]
+  want = G.interpolate(digits_run, x0, x1, n=3)
+  as_bytes = np.rint(x0 * 255).astype(np.uint8)
+  np.testing.assert_allclose(G.interpolate(digits_run, x0, x1.reshape(64), n=3), want)
+  np.testing.assert_allclose(G.interpolate(digits_run, as_bytes, x1, n=3)[-1], want[-1],
+                             rtol=1e-6)
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda run, x: G.interpolate(run, x, x, n=-1), "n ≥ 1 images, got -1"),
+    (lambda run, x: G.traverse(run, x, n=0), "n ≥ 1 steps, got 0"),
+])
+def test_counts_below_one_are_refused(digits_run, digits, call, message):
+  with pytest.raises(ConfigError, match=message):
+    call(digits_run, digits.test_x[0])
+
+
+def test_code_stats_of_no_codes_is_a_data_error():
+  with pytest.raises(DataError, match="need a batch of codes"):
+    G.code_stats(LinearRun(), codes=np.zeros((0, 2)))

@@ -137,3 +137,16 @@ def test_bytes_sent_to_the_device_make_the_same_examples(dtype, binarize):
   sent = data.transfer_rows(positions)
   assert sent.dtype == dtype and sent.shape == (2, 3, 4, 4, 1)
   np.testing.assert_array_equal(jax.jit(data.on_device)(sent), data.rows(positions))
+
+
+def test_bad_values_in_a_streamed_batch_name_the_file_and_rows(tmp_path):
+  # Was "a streamed batch contains NaN or Inf values": which file, where?
+  x = np.random.default_rng(0).random((40, 4, 4)).astype(np.float32)
+  x[17, 1, 1] = np.nan
+  np.save(tmp_path / "x.npy", x)
+  data = stream.MappedSet(np.load(tmp_path / "x.npy", mmap_mode="r"), np.arange(40),
+                          name=str(tmp_path / "x.npy"))
+  data.rows(np.arange(10))  # Rows 0-9 are fine.
+  with pytest.raises(DataError, match=rf"{tmp_path / 'x.npy'}, rows 16-19 \(a streamed batch\)"
+                                      r", contains NaN or Inf"):
+    data.rows(np.arange(16, 20))
