@@ -112,10 +112,11 @@ class Checkpointer:
     try:
       yield
     except Exception as e:  # Orbax raises many types for a damaged directory.
+      # (TensorStore's messages go on with the repr of a bound method.)
+      detail = str(e).split("\n")[0].split(" See full TensorStore details")[0][:200]
       raise CheckpointError(
-          f"checkpoint {step} in {self.directory} cannot be read "
-          f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
-          "delete that step's folder to fall back to an earlier one") from e
+          f"checkpoint {step} in {self.directory} cannot be read ({type(e).__name__}: "
+          f"{detail}); delete that step's folder to fall back to an earlier one") from e
 
   def wait(self) -> None:
     """Waits for the background save (an OutputError if it failed)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import os
 import signal
 import sys
@@ -178,9 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     if debug:
       raise
     print(f"flaxae: error: {e}", file=sys.stderr)
-    # Background threads of a failed restore may complain while the
-    # interpreter shuts down; the user has their one line already.
+    # Background threads and asyncio tasks of a failed restore may complain
+    # while the interpreter shuts down; the user has their one line already.
     sys.unraisablehook = lambda unraisable: None
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     return 2
   except KeyboardInterrupt as e:  # Ctrl-C outside training, or a second signal in it.
     if debug:

@@ -178,3 +178,19 @@ def test_eval_help_names_its_arguments():
   out = flaxae("eval", "--help")
   assert "RUN_DIR" in out.stdout and "{None}" not in out.stdout
   assert "--noise SPEC" in out.stdout and "(default: auto)" in out.stdout
+
+
+def test_a_damaged_checkpoint_is_one_line(trained, tmp_path):
+  # TensorStore's message, then asyncio's "exception was never retrieved" dumps.
+  run_dir, _ = trained
+  shutil.copytree(run_dir, tmp_path / "run")
+  files = [p for p in (tmp_path / "run" / "checkpoints").rglob("*") if p.is_file()
+           and "state" in p.parts and "d" in p.parts]
+  for path in files:
+    data = bytearray(path.read_bytes())
+    data[100::7] = bytes(b ^ 0xFF for b in data[100::7])
+    path.write_bytes(bytes(data))
+  out = flaxae("eval", str(tmp_path / "run"))
+  assert out.returncode == 2, out.stderr
+  assert out.stderr.count("\n") == 1 and "cannot be read" in out.stderr, out.stderr
+  assert "pybind11" not in out.stderr

@@ -88,10 +88,10 @@ def get_codec(run: Run, step: float, expected: bytes | None = None,
   codec = fit_codec(run.encode(ds.train_x), step)
   if expected is not None and codec.digest != expected:
     raise FormatError(
-        f"{name} was coded with a probability model that {path} no longer holds, and "
-        "the one fitted again on the run's training data differs (other data, or codes "
-        "computed on another kind of device); copy RUN_DIR/{CODEC_DIR} from where the "
-        "file was made".replace("{CODEC_DIR}", CODEC_DIR))
+        f"{name} was coded with a probability model that {path.parent} does not hold, "
+        "and the one fitted again on the run's training data differs (other data, or "
+        f"codes computed on another kind of device); copy the {CODEC_DIR} folder of the "
+        "run directory where the file was made")
   try:
     io.make_dir(path.parent)
     codec.save(path)
