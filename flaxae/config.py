@@ -93,8 +93,9 @@ class ModelConfig:
       code unit or input, whichever is fewer) or ``hutchinson`` (unbiased).
     jacobian_probes: (contractive, hutchinson) Random probes per example.
     beta: (vae) Weight of the KL term (β-VAE; 1 is the ELBO).
-    kl_warmup_steps: (vae) Raise the KL weight linearly from 0 to ``beta``
-      over this many steps (0: no warm-up).
+    kl_warmup_steps: (vae) Raise the KL weight linearly to ``beta`` over this
+      many steps: ``beta · (t + 1) / kl_warmup_steps`` at step ``t`` (0: no
+      warm-up).
     likelihood: (vae) ``bernoulli`` (logits) or ``gaussian`` (mean
       ``sigmoid(logits)``, std ``likelihood_std``).
     likelihood_std: (vae) Std of the Gaussian likelihood.

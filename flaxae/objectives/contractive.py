@@ -145,10 +145,11 @@ def contractive(model, variables, x: jnp.ndarray, rng: jax.Array, cfg: ModelConf
 
 def eval_figures(model, variables, x: jnp.ndarray, rng: jax.Array, cfg: ModelConfig,
                  info: BatchInfo | None = None) -> dict[str, jnp.ndarray]:
-  """Per-example ``jacobian_norm``, the Frobenius norm ``‖∂h/∂x‖_F`` (Hutchinson's
-  probes keyed by each example's position in the evaluated set, ``info``)."""
-  info = info or BatchInfo.whole(x.shape[0])
-  keys = info.keys(rng, PROBE_TAG)
-  sq = jacobian_sq_norm(model, variables, x, method=cfg.jacobian, keys=keys,
-                        probes=cfg.jacobian_probes)
-  return {"jacobian_norm": jnp.sqrt(sq)}
+  """Per-example ``jacobian_norm``, the Frobenius norm ``‖∂h/∂x‖_F``, computed
+  exactly (closed form where it applies) however the penalty is trained: the
+  square root of Hutchinson's unbiased estimate of ``‖∂h/∂x‖²_F`` is biased
+  low (Jensen; −2.4 % for a 196-128-16 encoder with one probe, −9 % for a
+  tiny one). ``rng`` and ``info`` are unused (the figure is deterministic)."""
+  del rng, info
+  method = "auto" if cfg.jacobian == "hutchinson" else cfg.jacobian
+  return {"jacobian_norm": jnp.sqrt(jacobian_sq_norm(model, variables, x, method=method))}
