@@ -90,7 +90,8 @@ class ModelConfig:
     contractive_weight: (contractive) λ of the penalty λ·‖∂h/∂x‖²_F.
     jacobian: (contractive) ``auto`` (``closed_form`` for one dense sigmoid
       layer, else ``exact``), ``closed_form``, ``exact`` (one VJP or JVP per
-      code unit or input, whichever is fewer) or ``hutchinson`` (unbiased).
+      code unit or input, whichever is fewer) or ``hutchinson`` (unbiased),
+      for the training penalty; the reported ``jacobian_norm`` is exact.
     jacobian_probes: (contractive, hutchinson) Random probes per example.
     beta: (vae) Weight of the KL term (β-VAE; 1 is the ELBO).
     kl_warmup_steps: (vae) Raise the KL weight linearly to ``beta`` over this
