@@ -19,10 +19,12 @@ from jax.experimental import multihost_utils
 
 
 class SecondSignal(KeyboardInterrupt):
-  """A second SIGINT/SIGTERM during a run: it ends at once, without saving."""
+  """A second SIGINT/SIGTERM during a run: it ends at once, without saving
+  (a save already under way may still complete)."""
 
   def __init__(self, signum: int):
-    super().__init__(f"signal {signum} again: stopped at once, without a checkpoint")
+    super().__init__(f"signal {signum} again: stopped at once; the same command resumes "
+                     "from the last complete checkpoint")
     self.signum = signum
 
 
