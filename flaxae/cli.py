@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import os
 import signal
@@ -60,10 +59,18 @@ def train(cfg: Annotated[Config, tyro.conf.arg(name=""), tyro.conf.FlagConversio
     cfg: The run's data, model, training, checkpoint and distributed settings.
     progress: Show a progress bar on stderr.
   """
-  import jax  # pylint: disable=import-outside-toplevel
-  from flaxae.api import fit  # pylint: disable=import-outside-toplevel
-  run = fit(cfg, progress=progress)
-  speaks = jax.process_index() == 0  # Multi-process: process 0 speaks for the job.
+  # Signals first, before JAX loads (see flaxae.signals).
+  from flaxae.signals import StopRequest  # pylint: disable=import-outside-toplevel
+  with StopRequest(exit_on_second=True) as stop:
+    import jax  # pylint: disable=import-outside-toplevel
+    from flaxae.train.loop import train_and_evaluate  # pylint: disable=import-outside-toplevel
+    run = train_and_evaluate(cfg, progress=progress, stop=stop)
+    return _report(run, jax.process_index() == 0)
+
+
+def _report(run, speaks: bool) -> int:
+  """The closing lines of ``train`` (from process 0 only: it speaks for the
+  job) and its exit status (0, or 128 + the signal that interrupted it)."""
   if run.interrupted_by is not None:
     step = run.state.steps_done  # A collective for seeds split over processes: all ask.
     if speaks and step == 0:
@@ -80,7 +87,8 @@ def train(cfg: Annotated[Config, tyro.conf.arg(name=""), tyro.conf.FlagConversio
              if k.startswith("test/") and isinstance(v, (int, float))}
   print(f"run directory: {run.dir.resolve()}")
   if summary:
-    print("final epoch:", json.dumps(summary))
+    from flaxae import io  # pylint: disable=import-outside-toplevel
+    print("final epoch:", io.to_json(summary))  # (NaN as null.)
   return 0
 
 
@@ -109,13 +117,18 @@ def evaluate(run_dir: _RunDir, json_out: str = "", overwrite: bool = False,
   from flaxae import io
   from flaxae.api import load
   from flaxae.data import load_dataset
-  from flaxae.train.rundir import RUN_FILE, check_same_data, data_digest
+  from flaxae.train.rundir import RUN_FILE, check_same_data, data_digest, digest_of_test_set
+  if not noise:
+    raise ConfigError("--noise needs a corruption (gaussian:0.5, mask:0.5, salt_pepper:0.1), "
+                      "auto or none")
   if json_out:
     io.check_output(json_out, overwrite)
   every = seed_index == -1
   run = load(run_dir, seed_index=0 if every else seed_index)
   ds = load_dataset(run.config.data)
-  check_same_data(run.dir, {"data_digest": data_digest(ds.train_x, ds.test_x)},
+  now = {"data_digest": data_digest(ds.train_x, ds.test_x), "num_test": len(ds.test_x),
+         "test_digest": digest_of_test_set(ds.test_x)}
+  check_same_data(run.dir, now,
                   advice=f"its figures on this data would not be the run's (see {RUN_FILE})")
   test_x = ds.test_x
   noise = None if noise == "auto" else noise

@@ -54,18 +54,28 @@ def _copy(run_dir, tmp_path):
   return tmp_path / "run"
 
 
-@pytest.mark.parametrize("edit,field", [
-    (dict(activation="tanh"), "model.activation"),  # Loaded silently, another function.
-    (dict(widths=[16, 8]), "model.widths"),  # "Cannot be read; delete that step's folder".
+@pytest.mark.parametrize("section,edit,field", [
+    ("model", dict(activation="tanh"), "model.activation"),  # Loaded silently.
+    ("model", dict(widths=[16, 8]), "model.widths"),  # "Cannot be read; delete that step".
+    ("train", dict(num_seeds=3), "train.num_seeds"),  # The same.
+    ("train", dict(compute_dtype="bfloat16"), "train.compute_dtype"),  # Loaded silently.
 ])
-def test_an_edited_config_is_refused_naming_the_field(run_dir, tmp_path, edit, field):
+def test_an_edited_config_is_refused_naming_the_field(run_dir, tmp_path, section, edit, field):
   run = _copy(run_dir, tmp_path)
   config = json.loads((run / "config.json").read_text())
-  config["model"].update(edit)
+  config[section].update(edit)
   (run / "config.json").write_text(json.dumps(config))
-  with pytest.raises(CheckpointError, match=f"does not describe the model its checkpoint "
+  with pytest.raises(CheckpointError, match=f"does not describe the run its checkpoint "
                                             f"holds \\({field}"):
     flaxae.load(run)
+
+
+def test_more_epochs_are_not_an_edit(run_dir, tmp_path):
+  run = _copy(run_dir, tmp_path)
+  config = json.loads((run / "config.json").read_text())
+  config["train"]["epochs"] += 1  # As a resume with more epochs writes it.
+  (run / "config.json").write_text(json.dumps(config))
+  assert flaxae.load(run).state.steps_done > 0
 
 
 def test_damaged_parameters_are_refused_not_loaded(run_dir, tmp_path):

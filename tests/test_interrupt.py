@@ -102,3 +102,64 @@ def test_kill_9_at_three_moments_resumes_bit_identical(tmp_path, reference):
   _, err = proc.communicate(timeout=300)
   assert proc.returncode == 0, err
   _assert_same(run_dir, reference)
+
+
+_SIGNAL_AS_JAX_LOADS = """
+import builtins, os, signal, sys
+real = builtins.__import__
+def hook(name, *args, **kwargs):
+  if name == "jax" and not hook.sent:  # The window that lost a signal in a gc callback.
+    hook.sent = True
+    os.kill(os.getpid(), signal.SIGINT)
+  return real(name, *args, **kwargs)
+hook.sent = False
+builtins.__import__ = hook
+from flaxae import cli
+sys.exit(cli.main(["train", f"--run_dir={sys.argv[1]}", "--model.widths=16,4",
+                   "--train.epochs=1", "--no-progress"]))
+"""
+
+
+def test_flaxae_train_holds_a_signal_from_before_jax_loads(tmp_path):
+  env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+  out = subprocess.run([sys.executable, "-c", _SIGNAL_AS_JAX_LOADS, str(tmp_path / "run")],
+                       capture_output=True, text=True, env=env, timeout=300)
+  assert out.returncode == 130, out.stderr
+  assert "interrupted before the first step" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_second_signal_on_the_command_line_exits_at_once():
+  # Raised, it could be swallowed (a gc callback) or leave a job's process
+  # waiting in a collective: the command line exits instead.
+  script = ("import os, signal, time\n"
+            "from flaxae.signals import StopRequest\n"
+            "with StopRequest(exit_on_second=True) as stop:\n"
+            "  os.kill(os.getpid(), signal.SIGTERM)\n"
+            "  assert stop.signum == signal.SIGTERM\n"
+            "  os.kill(os.getpid(), signal.SIGTERM)\n"
+            "  time.sleep(30)\n")
+  out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=60)
+  assert out.returncode == 143
+  assert out.stderr.startswith("flaxae: interrupted (signal 15 again: stopped at once")
+
+
+def test_a_signal_during_the_last_call_leaves_a_finished_run(tmp_path):
+  # It printed "interrupted at step N; run the same command to resume" (exit
+  # 130) about a run whose last step, evaluation and outputs were done.
+  from flaxae.config import CheckpointConfig, Config, ModelConfig, TrainConfig  # pylint: disable=import-outside-toplevel
+  from flaxae.train.loop import train_and_evaluate  # pylint: disable=import-outside-toplevel
+  from flaxae.signals import StopRequest  # pylint: disable=import-outside-toplevel
+
+  class SignalAfterTheFirstCall(StopRequest):
+    calls = 0
+
+    def agreed(self):
+      self.calls += 1
+      return None if self.calls == 1 else signal.SIGTERM
+
+  cfg = Config(model=ModelConfig(widths=(16, 4)), train=TrainConfig(epochs=1, batch_size=64),
+               checkpoint=CheckpointConfig(), run_dir=str(tmp_path / "run"))
+  run = train_and_evaluate(cfg, progress=False, stop=SignalAfterTheFirstCall())
+  assert run.interrupted_by is None
+  assert (tmp_path / "run" / "eval.json").exists()

@@ -88,6 +88,9 @@ def quantize(z: np.ndarray, step: float) -> np.ndarray:
   when some code is too large for the step (the coder takes 32-bit integers)."""
   z = np.asarray(z)
   q = np.rint(z.reshape(len(z), -1).astype(np.float64) / step)
+  if not np.isfinite(q).all():
+    raise DataError("the model's codes are NaN or Inf (its parameters or the inputs are "
+                    "not finite: did its training diverge?)")
   if q.size and not np.abs(q).max() < 2**31 - 1:
     raise DataError(
         f"codes are too large for the quantisation step {step:g} (|code / step| up to "

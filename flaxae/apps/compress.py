@@ -40,7 +40,7 @@ from flaxae.apps.container import FORMAT_VERSION, TRAILER_BYTES, Header, pack, r
 from flaxae.config import fingerprint
 from flaxae.data import load_dataset
 from flaxae.errors import ConfigError, DataError, FormatError, OutputError, ShapeError
-from flaxae.train.rundir import checkpoint_steps
+from flaxae.train.rundir import check_same_data, checkpoint_steps, data_digest
 
 DEFAULT_STEP = 0.5
 CODEC_DIR = "codecs"
@@ -85,6 +85,10 @@ def get_codec(run: Run, step: float, expected: bytes | None = None,
     except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile):
       pass  # A broken cache is refitted and replaced below.
   ds = load_dataset(run.config.data)
+  # A model fitted on other data would be kept under this run's name.
+  check_same_data(run.dir, {"data_digest": data_digest(ds.train_x, ds.test_x)},
+                  advice="the probability model of its codes is fitted on the run's own "
+                  "training data: restore it")
   codec = fit_codec(run.encode(ds.train_x), step)
   if expected is not None and codec.digest != expected:
     raise FormatError(

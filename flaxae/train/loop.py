@@ -35,9 +35,9 @@ from flaxae.train.compilation import CompileClock, compilation_cache
 from flaxae.train.logger import MetricsLogger
 from flaxae.train.rundir import (
     CHECKPOINT_DIR, CONFIG_FILE, RUN_FILE, absolute_data_paths, check_resumable, check_run_dir,
-    check_same_data, data_digest, exclusive, has_checkpoint, read_config)
+    check_same_data, data_digest, exclusive, has_checkpoint, read_config, digest_of_test_set)
 from flaxae.train.optimizer import make_optimizer
-from flaxae.train.signals import StopRequest
+from flaxae.signals import StopRequest
 from flaxae.train.state import TrainState, create_state
 from flaxae.train.step import eval_step, micro_batches, summarize_eval, train_step
 
@@ -168,7 +168,8 @@ class _EpochProfiler:
 
 
 def train_and_evaluate(cfg: Config, *, progress: bool = True,
-                       stop_after_steps: int | None = None) -> "Run":
+                       stop_after_steps: int | None = None,
+                       stop: StopRequest | None = None) -> "Run":
   """Trains (or resumes) the run ``cfg`` describes and evaluates it.
 
   Args:
@@ -176,6 +177,8 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
     progress: Show a progress bar on stderr.
     stop_after_steps: Stop (with a checkpoint) once this many steps are done;
       for tests of interruption and for time-boxed jobs.
+    stop: The signals' stop request, if the caller took them over earlier
+      (the command line, from its start); by default one for this run.
 
   Returns:
     The trained :class:`~flaxae.api.Run`.
@@ -185,10 +188,11 @@ def train_and_evaluate(cfg: Config, *, progress: bool = True,
   # Paths absolute, in config.json too: a run is used and resumed from anywhere.
   run_dir = Path(cfg.resolved_run_dir()).absolute()
   check_run_dir(run_dir)
-  # Signals are taken over from here (after JAX's own SIGTERM handler, which
-  # joining the distributed runtime installs): one during start-up stops the
-  # run before its first step.
-  with (StopRequest() as stop, CompileClock() as compiling,
+  # Signals are taken over from here (again, if the caller took them earlier:
+  # joining the distributed runtime installs JAX's own SIGTERM handler); one
+  # during start-up stops the run before its first step.
+  stop = stop or StopRequest()
+  with (stop, CompileClock() as compiling,
         compilation_cache(cfg.compilation_cache),
         exclusive(run_dir, enabled=distributed.is_main_process())):
     return _train_and_evaluate(cfg, run_dir, stop, compiling, progress=progress,
@@ -238,6 +242,7 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, stop: StopRequest,
       "steps_per_epoch": schedule.steps_per_epoch,
       "num_train": num_train, "num_test": len(test_x),
       "data_digest": digest,
+      "test_digest": digest_of_test_set(test_x),
       "fingerprint": config_lib.fingerprint(cfg),
   }
   if resuming and (run_dir / RUN_FILE).exists():
@@ -362,6 +367,8 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, stop: StopRequest,
       if schedule.is_checkpoint(step) or step == limit or stopping is not None:
         ckpt.save(step, state, _meta(cfg, step, schedule, epoch_sums, epoch_steps))
     finished = True
+    if step == schedule.total_steps:  # A signal during the last call: the run is done.
+      stopping = None
   finally:
     if profiler is not None:
       profiler.close()
@@ -478,20 +485,27 @@ def restore_state(run_dir: str | Path, cfg: Config | None = None,
 
 
 def _check_saved_model(cfg: Config, meta: dict[str, Any], run_dir: Path) -> None:
-  """Refuses a config.json whose model section is not the one the checkpoint
-  was saved with (edited since): its weights would not fit, or would load
-  into another function (another activation, say) without a word."""
+  """Refuses a config.json whose model or training settings are not the ones
+  the checkpoint was saved with (edited since): its state would not fit (other
+  widths, another number of seeds), or would load into another function
+  (another activation, another compute dtype) without a word. ``train.epochs``
+  may differ (a resumed run's earlier checkpoints have fewer)."""
   try:
     saved = config_lib.from_dict(meta["config"])
   except Exception:  # pylint: disable=broad-except
     return  # A checkpoint without a readable config: nothing to compare.
-  mine, theirs = config_lib.to_dict(cfg.model), config_lib.to_dict(saved.model)
-  differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+  differ = []
+  for section in ("model", "train"):
+    mine = config_lib.to_dict(getattr(cfg, section))
+    theirs = config_lib.to_dict(getattr(saved, section))
+    differ += [(f"{section}.{k}", theirs.get(k), mine.get(k))
+               for k in sorted(mine.keys() | theirs.keys())
+               if mine.get(k) != theirs.get(k) and f"{section}.{k}" != "train.epochs"]
   if differ:
-    shown = "; ".join(f"model.{k}: {theirs.get(k)!r} in the checkpoint, {mine.get(k)!r} "
-                      "in config.json" for k in differ[:4])
+    shown = "; ".join(f"{key}: {theirs!r} in the checkpoint, {mine!r} in config.json"
+                      for key, theirs, mine in differ[:4])
     raise CheckpointError(
-        f"{run_dir / CONFIG_FILE} does not describe the model its checkpoint holds "
+        f"{run_dir / CONFIG_FILE} does not describe the run its checkpoint holds "
         f"({shown}); was it edited? Put the checkpoint's values back")
 
 

@@ -122,6 +122,16 @@ def data_digest(train_set: Any, test_x: np.ndarray) -> str:
   return h.hexdigest()
 
 
+def digest_of_test_set(test_x: np.ndarray) -> str:
+  """A digest of every value of the test set (as the model sees them), which
+  a run's figures are computed on: ``flaxae eval`` refuses a test set changed
+  anywhere since training."""
+  x = np.ascontiguousarray(test_x, np.float32)
+  h = hashlib.blake2b(repr(x.shape).encode(), digest_size=8)
+  h.update(x.data)
+  return h.hexdigest()
+
+
 def has_checkpoint(run_dir: Path) -> bool:
   """Whether ``run_dir`` holds a finished checkpoint (a folder named by its
   step; Orbax renames it so when complete). A directory without one (a first

@@ -122,7 +122,7 @@ def test_codes_too_large_for_the_step_are_refused():
   # round(z / step) beyond 32 bits: once cast to int64 silently (to -2**63).
   with pytest.raises(DataError, match="too large for the quantisation step"):
     K.quantize(np.array([[0.5, -1.0]]), 1e-30)
-  with pytest.raises(DataError, match="too large"):
+  with pytest.raises(DataError, match="NaN or Inf"):
     K.quantize(np.array([[np.nan]]), 0.5)
   np.testing.assert_array_equal(K.quantize(np.array([[0.5, -1.0]]), 1e-9),
                                 [[500_000_000, -1_000_000_000]])
@@ -314,3 +314,26 @@ def test_decompress_takes_bytes(digits_run, blob, message):
 def test_decompressing_a_folder_says_so(digits_run, tmp_path):
   with pytest.raises(DataError, match="is a folder"):
     C.decompress_file(digits_run, tmp_path, tmp_path / "y.npy")
+
+
+def test_codes_that_are_not_finite_are_not_too_large():
+  with pytest.raises(DataError, match="codes are NaN or Inf"):  # Was "use a larger step".
+    K.quantize(np.array([[0.5, np.nan]]), 0.5)
+
+
+def test_no_probability_model_is_fitted_on_data_changed_since_training(tmp_path):
+  # It was fitted on the new data and kept under the run's name: every file
+  # compressed before was refused from then on, the data restored or not.
+  from flaxae import Config, fit  # pylint: disable=import-outside-toplevel
+  from flaxae.config import DataConfig, ModelConfig, TrainConfig  # pylint: disable=import-outside-toplevel
+  from flaxae.errors import CheckpointError  # pylint: disable=import-outside-toplevel
+  data = np.random.default_rng(0).integers(0, 256, (256, 8, 8), np.uint8)
+  np.save(tmp_path / "d.npy", data)
+  run = fit(Config(data=DataConfig(name="npy", path=str(tmp_path / "d.npy")),
+                   model=ModelConfig(widths=(16, 4)),
+                   train=TrainConfig(epochs=1, batch_size=64), run_dir=str(tmp_path / "run")),
+            progress=False)
+  np.save(tmp_path / "d.npy", data // 2)
+  with pytest.raises(CheckpointError, match="fitted on the run's own training data"):
+    C.compress(run, data[:4])
+  assert not (tmp_path / "run" / C.CODEC_DIR).exists()
