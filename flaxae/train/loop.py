@@ -30,14 +30,14 @@ from flaxae.data import compact, stream
 from flaxae.errors import CheckpointError, ConfigError, OutputError, TrainingError
 from flaxae.models import Autoencoder, build_model
 from flaxae.objectives import contractive
+from flaxae.signals import StopRequest
 from flaxae.train import distributed, parallel
 from flaxae.train.compilation import CompileClock, compilation_cache
 from flaxae.train.logger import MetricsLogger
 from flaxae.train.rundir import (
     CHECKPOINT_DIR, CONFIG_FILE, RUN_FILE, absolute_data_paths, check_resumable, check_run_dir,
-    check_same_data, data_digest, exclusive, has_checkpoint, read_config, digest_of_test_set)
+    check_same_data, data_digest, digest_of_test_set, exclusive, has_checkpoint, read_config)
 from flaxae.train.optimizer import make_optimizer
-from flaxae.signals import StopRequest
 from flaxae.train.state import TrainState, create_state
 from flaxae.train.step import eval_step, micro_batches, summarize_eval, train_step
 
@@ -510,13 +510,14 @@ def _check_saved_model(cfg: Config, meta: dict[str, Any], run_dir: Path) -> None
 
 
 def _check_finite(params: Any, run_dir: Path, step: Any) -> None:
-  """Refuses parameters with NaN or Inf: training never saves them (a step
-  with a non-finite gradient leaves the parameters unchanged), so the
-  checkpoint's files were damaged."""
+  """Refuses parameters with NaN or Inf: the checkpoint's files were damaged
+  (a step with a non-finite loss or gradient leaves the parameters unchanged),
+  or an update overflowed them (a learning rate far too large)."""
   bad = [jax.tree_util.keystr(path) for path, leaf in jax.tree.leaves_with_path(params)
          if not bool(jnp.all(jnp.isfinite(leaf)))]
   if bad:
     raise CheckpointError(
         f"checkpoint {step} in {run_dir / CHECKPOINT_DIR} holds NaN or Inf in "
-        f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}: its files are damaged; "
-        "delete that step's folder to fall back to an earlier one")
+        f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}: its files are damaged, or "
+        "its training diverged (see train/skipped in metrics.jsonl); delete that step's "
+        "folder to fall back to an earlier one")
