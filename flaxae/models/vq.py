@@ -15,7 +15,13 @@ import jax.numpy as jnp
 from flaxae.models.autoencoder import Autoencoder
 
 VQ_COLLECTION = "vq"
-EMA_EPS = 1e-5  # Laplace smoothing of the moving-average counts.
+# Laplace smoothing of the moving-average usage. The usage is kept as a share
+# of assignments (it sums to about 1), not as counts as in Sonnet's
+# VectorQuantizerEMA (epsilon 1e-5 on counts of 10^3-10^4 assignments per
+# batch): 1e-9 on shares is that smoothing for batches of 10^4 assignments. It
+# only keeps a code whose usage decayed to nothing finite; a code used at all
+# sits at its centroid (a share of 1e-4 within 1e-5 of it).
+EMA_EPS = 1e-9
 
 
 def ema_codebook(count: jnp.ndarray, total: jnp.ndarray) -> jnp.ndarray:

@@ -49,6 +49,20 @@ def test_encode_gives_code_vectors_and_decode_reconstructs():
                              model.apply(variables, X), rtol=1e-5, atol=1e-6)
 
 
+def test_ema_codebook_keeps_rarely_used_codes_at_their_centroids():
+  # Smoothing keeps unused codes finite without pulling used ones towards 0
+  # (1e-5 on shares put a code with 1e-3 of the assignments at 0.991 of its
+  # centroid, one at the restart threshold at 0.96).
+  k = 128
+  centroid = np.array([0.5, -2.0, 1.0])
+  count = np.full((k,), (1.0 - 1e-4 - 2.3e-4) / (k - 3), np.float32)
+  count[0], count[1], count[2] = 1e-4, 2.3e-4, 0.0  # code 2: never used
+  total = count[:, None] * centroid
+  codebook = np.asarray(ema_codebook(jnp.asarray(count), jnp.asarray(total)))
+  np.testing.assert_allclose(codebook[:2], np.stack([centroid] * 2), rtol=1e-5)
+  assert np.isfinite(codebook).all() and not codebook[2].any()
+
+
 def test_ema_update_and_restart_as_written():
   cfg = ModelConfig(kind="vq", codebook_size=3, ema_decay=0.9, dead_code_restart=0.5)
   z_e = jnp.array([[[1.0, 0.0]], [[3.0, 0.0]], [[0.0, 2.0]], [[5.0, 5.0]]])  # (B=4, 1, D=2)
