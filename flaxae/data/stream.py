@@ -61,10 +61,16 @@ class MappedSet:
 
   def rows(self, positions: np.ndarray) -> np.ndarray:
     """Examples at ``positions`` (into this set), float32 ``(n, *feature_shape)``."""
-    rows = self.indices[np.asarray(positions).reshape(-1)]
-    where = f", rows {rows.min()}-{rows.max()}" if rows.size else ""
-    # (Bad values are found when read: a file larger than memory is not scanned first.)
-    x = normalize(self._read(positions), f"{self.name}{where} (a streamed batch),")
+    x = self._read(positions)
+    try:
+      x = normalize(x, f"{self.name} (a streamed batch),")
+    except DataError:
+      # Bad values are found as read (a file larger than memory is not scanned
+      # first); the error names the batch's rows in the file, looked up only now.
+      rows = self.indices[np.asarray(positions).reshape(-1)]
+      if rows.size:
+        normalize(x, f"{self.name}, rows {rows.min()}-{rows.max()} (a streamed batch),")
+      raise
     if self.binarize:
       x = (x >= 0.5).astype(np.float32)
     return x.reshape(*np.shape(positions), *self.feature_shape)
