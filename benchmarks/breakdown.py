@@ -38,7 +38,7 @@ import optax
 from benchmarks import common, flaxae_bench
 from flaxae import io
 from flaxae.train import parallel
-from flaxae.train.loop import build
+from flaxae.train.build import build
 from flaxae.train.step import train_step
 
 

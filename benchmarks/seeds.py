@@ -41,7 +41,7 @@ from flaxae import io
 from flaxae.kernels import native
 from flaxae.config import Config, ModelConfig, TrainConfig
 from flaxae.train import parallel
-from flaxae.train.loop import setup
+from flaxae.train.build import setup
 
 
 def _runner(num_seeds: int, batch: int, data: np.ndarray, num_devices: int,

@@ -157,7 +157,7 @@ class Run:
   def select(self, seed_index: int) -> Run:
     """This run with model ``seed_index`` of its ``train.num_seeds`` models."""
     # pylint: disable-next=import-outside-toplevel
-    from flaxae.train.loop import seed_variables
+    from flaxae.train.seeds import seed_variables
     seed_index = _checked_seed_index(seed_index, self.config.train.num_seeds)
     if seed_index == self.seed_index:
       return self
@@ -224,7 +224,7 @@ class Run:
     ``<name>_per_seed`` (as training reports its test figures); for a run of
     one model, :meth:`evaluate` itself."""
     # pylint: disable-next=import-outside-toplevel
-    from flaxae.train.loop import each_seed_variables
+    from flaxae.train.seeds import each_seed_variables
     if self.state is None or self.state.step.ndim == 0:
       return self.evaluate(x, noise)
     return self._evaluate_models(x, noise, each_seed_variables(self.state))
@@ -232,7 +232,7 @@ class Run:
   def _evaluate_models(self, x: np.ndarray, noise: str | None,
                        models: list[dict[str, Any]]) -> dict[str, Any]:
     # pylint: disable-next=import-outside-toplevel
-    from flaxae.train.loop import across_seeds
+    from flaxae.train.seeds import across_seeds
     evaluate = self._evaluator(x, noise)  # One check of x, one compiled program.
     each = [evaluate(v) for v in models]
     return across_seeds({k: [figures[k] for figures in each] for k in each[0]})
@@ -308,7 +308,9 @@ def load(run_dir: str | os.PathLike, step: int | None = None, seed_index: int = 
   # pylint: disable=import-outside-toplevel
   from flaxae import kernels
   from flaxae.train import parallel
-  from flaxae.train.loop import MetricsLogger, restore_state, seed_variables
+  from flaxae.train.logger import MetricsLogger
+  from flaxae.train.restore import restore_state
+  from flaxae.train.seeds import seed_variables
   if not isinstance(run_dir, (str, os.PathLike)):
     raise ConfigError(f"load takes a run directory (a path), got {run_dir!r:.80}")
   if cpu_matmuls not in kernels.MATMULS:

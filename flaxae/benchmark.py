@@ -32,8 +32,9 @@ from flaxae.errors import ConfigError
 from flaxae.timing import (best_seconds, conv_macs, dense_macs, peak_rss_mb, steps_per_rep,
                            summarize, train_flops_per_sample)
 from flaxae.train import parallel
+from flaxae.train.build import setup
 from flaxae.train.compilation import compilation_cache
-from flaxae.train.loop import seed_variables, setup
+from flaxae.train.seeds import seed_variables
 
 
 PRECISIONS = {"float32": "highest", "tf32": "tensorfloat32"}

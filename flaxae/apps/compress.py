@@ -39,8 +39,9 @@ from flaxae.apps.codec import (Codec, check_step, decode_symbols, dequantize, en
 from flaxae.apps.container import FORMAT_VERSION, TRAILER_BYTES, Header, pack, read_header
 from flaxae.config import fingerprint
 from flaxae.data import load_dataset
+from flaxae.data.digest import data_digest
 from flaxae.errors import ConfigError, DataError, FormatError, OutputError, ShapeError
-from flaxae.train.rundir import check_same_data, checkpoint_steps, data_digest
+from flaxae.train.rundir import check_same_data, checkpoint_steps
 
 DEFAULT_STEP = 0.5
 CODEC_DIR = "codecs"

@@ -17,7 +17,7 @@ from jax.experimental import multihost_utils
 
 from flaxae import config as config_lib
 from flaxae.config import Config, DistributedConfig
-from flaxae.data import stream
+from flaxae.data.digest import content_digest
 from flaxae.errors import ConfigError, DataError
 
 
@@ -53,28 +53,6 @@ _SHARED = {
 }
 
 
-def content_digest(train_set: Any, test_x: np.ndarray) -> bytes:
-  """A digest of every byte of a run's data: the training set (a streamed
-  one's whole mapped file and the rows it uses) and the test set.
-
-  Read once at the start of a job of several processes (≈0.1 s for
-  Fashion-MNIST; for a streamed file, one pass over it, less than an epoch's
-  reading), so that any difference between the hosts' copies is found, not
-  only one in the rows the resume digest samples.
-  """
-  h = hashlib.blake2b(digest_size=16)
-  if isinstance(train_set, stream.MappedSet):
-    arrays = (train_set.array, train_set.indices, test_x)
-  else:
-    arrays = (np.asarray(train_set), test_x)
-  for a in arrays:
-    h.update(f"{a.dtype.str}{a.shape}".encode())
-    rows = max(1, (64 << 20) // max(1, a[:1].nbytes))  # 64 MiB at a time.
-    for i in range(0, len(a), rows):
-      h.update(np.ascontiguousarray(a[i:i + rows]).data)
-  return h.digest()
-
-
 def check_same_job(cfg: Config, train_set: Any, test_x: np.ndarray) -> None:
   """Refuses a job whose processes were started with other settings or other
   data: they would train different models under one name, or hang in a
@@ -83,7 +61,7 @@ def check_same_job(cfg: Config, train_set: Any, test_x: np.ndarray) -> None:
 
   Raises:
     ConfigError: a model, train, checkpoint or data setting differs.
-    DataError: the data's contents differ (:func:`content_digest`).
+    DataError: the data's contents differ (:func:`flaxae.data.digest.content_digest`).
   """
   if jax.process_count() == 1:
     return

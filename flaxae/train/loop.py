@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from flaxae import config as config_lib
@@ -27,19 +25,19 @@ from flaxae.checkpoint import Checkpointer
 from flaxae.config import Config
 from flaxae.data import Dataset, load_dataset
 from flaxae.data import compact, stream
+from flaxae.data.digest import data_digest, test_set_digest
 from flaxae.errors import CheckpointError, ConfigError, OutputError, TrainingError
-from flaxae.models import Autoencoder, build_model
-from flaxae.objectives import contractive
 from flaxae.signals import StopRequest
 from flaxae.train import distributed, parallel
+from flaxae.train.build import setup
 from flaxae.train.compilation import CompileClock, compilation_cache
 from flaxae.train.logger import MetricsLogger
+from flaxae.train.restore import check_finite
 from flaxae.train.rundir import (
     CHECKPOINT_DIR, CONFIG_FILE, RUN_FILE, absolute_data_paths, check_resumable, check_run_dir,
-    check_same_data, data_digest, digest_of_test_set, exclusive, has_checkpoint, read_config)
-from flaxae.train.optimizer import make_optimizer
-from flaxae.train.state import TrainState, create_state
-from flaxae.train.step import eval_step, micro_batches, summarize_eval, train_step
+    check_same_data, exclusive, has_checkpoint, read_config)
+from flaxae.train.seeds import across_seeds, each_seed_variables, seed_variables
+from flaxae.train.step import eval_step, summarize_eval
 
 if TYPE_CHECKING:
   from flaxae.api import Run
@@ -71,73 +69,6 @@ class Schedule:
     if self.checkpoint_every:
       return step % self.checkpoint_every == 0
     return step % self.steps_per_epoch == 0
-
-
-def build(cfg: Config, feature_shape: tuple[int, ...], steps_per_epoch: int,
-          mesh: jax.sharding.Mesh):
-  """Model, objective, optimizer and a sharded abstract state."""
-  matmuls = parallel.model_matmuls(cfg.train.cpu_matmuls, mesh, cfg.train.strategy,
-                                   cfg.train.num_seeds)
-  model = build_model(cfg.model, feature_shape, dtype=cfg.train.compute_dtype,
-                      conv_impl=cfg.train.conv_impl, matmuls=matmuls)
-  objective = objectives.get(cfg.model.kind)
-  tx = make_optimizer(cfg.train, steps_per_epoch * cfg.train.epochs)
-  example = np.zeros((1, *feature_shape), np.float32)
-  seed, num_seeds = cfg.train.seed, cfg.train.num_seeds
-  if num_seeds == 1:
-    init = functools.partial(create_state, model, tx, example, seed)
-  else:  # One state per seed, stacked on a leading axis.
-    init = lambda: jax.vmap(lambda s: create_state(model, tx, example, s))(
-        seed + jnp.arange(num_seeds))
-  sharding = parallel.replicated(mesh) if num_seeds == 1 else parallel.seed_sharded(mesh)
-  abstract = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-      jax.eval_shape(init))
-  return model, objective, tx, init, abstract
-
-
-class Setup(NamedTuple):
-  """A run's devices, model, optimizer, pure step and jitted epoch chunk."""
-
-  mesh: jax.sharding.Mesh
-  model: Autoencoder
-  objective: Any
-  tx: Any
-  init: Callable[[], TrainState]  # Jit it with ``state_sharding`` to get the state.
-  abstract: TrainState  # Shapes, dtypes and shardings of the state.
-  state_sharding: Any
-  step_fn: Callable  # ``(state, batch) -> (state, metrics)``.
-  chunk: Callable  # See :func:`parallel.make_train_chunk`.
-
-
-def setup(cfg: Config, feature_shape: tuple[int, ...], num_examples: int) -> Setup:
-  """Everything ``cfg`` trains with on ``num_examples`` resident examples.
-
-  The mesh holds ``train.num_devices`` devices split for ``train.num_seeds``
-  models; the batch is checked against both. Nothing is compiled yet.
-  """
-  mesh = parallel.make_mesh(cfg.train.num_devices, cfg.train.num_seeds)
-  batch_size = cfg.train.batch_size
-  parallel.check_batch(batch_size, mesh, num_examples)
-  model, objective, tx, init, abstract = build(
-      cfg, feature_shape, num_examples // batch_size, mesh)
-  # Settings the step would refuse only once traced, refused here (before the
-  # run directory is written): the micro-batches of a step's own batch (a
-  # device's shard under shard_map), and the contractive penalty's method.
-  per_step = (batch_size // mesh.shape[parallel.DATA_AXIS]
-              if cfg.train.strategy == "shard_map" else batch_size)
-  micro_batches(per_step, cfg.train.micro_batch_size, cfg.model)
-  if cfg.model.kind == "contractive":
-    contractive.resolve_method(model, cfg.model.jacobian)
-  state_sharding = jax.tree.map(lambda x: x.sharding, abstract)
-  step_fn = functools.partial(train_step, model=model, objective=objective, tx=tx,
-                              cfg=cfg.model, micro_batch_size=cfg.train.micro_batch_size)
-  chunk = parallel.make_train_chunk(
-      step_fn, mesh, cfg.train.strategy, batch_size=batch_size,
-      num_examples=num_examples, state_sharding=state_sharding,
-      num_seeds=cfg.train.num_seeds, seeds_vmapped=cfg.train.seeds_vmapped,
-      cpu_matmuls=cfg.train.cpu_matmuls)
-  return Setup(mesh, model, objective, tx, init, abstract, state_sharding, step_fn, chunk)
 
 
 class _EpochProfiler:
@@ -242,7 +173,7 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, stop: StopRequest,
       "steps_per_epoch": schedule.steps_per_epoch,
       "num_train": num_train, "num_test": len(test_x),
       "data_digest": digest,
-      "test_digest": digest_of_test_set(test_x),
+      "test_digest": test_set_digest(test_x),
       "fingerprint": config_lib.fingerprint(cfg),
   }
   if resuming and (run_dir / RUN_FILE).exists():
@@ -263,7 +194,7 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, stop: StopRequest,
   if ckpt.latest_step() is not None:
     state, meta = ckpt.restore(built.abstract)
     try:
-      _check_finite(state.params, run_dir, meta.get("step"))
+      check_finite(state.params, run_dir, meta.get("step"))
     except CheckpointError:
       ckpt.close()
       raise
@@ -397,42 +328,6 @@ def _train_and_evaluate(cfg: Config, run_dir: Path, stop: StopRequest,
   return run
 
 
-def seed_variables(state: TrainState, index: int | None) -> dict[str, Any]:
-  """``{"params": ..., **model_state}`` of one seed's model (None: unstacked).
-
-  Every process must call it: the models of a multi-host run may be split
-  over the processes, and are then gathered (:func:`parallel.fetch`).
-  """
-  models = each_seed_variables(state)
-  return models[0] if index is None or len(models) == 1 else models[index]
-
-
-def each_seed_variables(state: TrainState) -> list[dict[str, Any]]:
-  """Every model's variables (a list of one for an unstacked state), gathered
-  from the processes once for all of them; every process must call it."""
-  variables = {"params": state.params, **state.model_state}
-  if state.step.ndim == 0:
-    return [variables]
-  stacked = parallel.fetch(variables)
-  return [jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(state.step.shape[0])]
-
-
-def across_seeds(figures: dict[str, Any]) -> dict[str, Any]:
-  """Scalars stay; per-seed ``(S,)`` values become their mean, plus ``_std``
-  (the sample standard deviation over the models, ``ddof=1``) and the
-  ``_per_seed`` list."""
-  out = {}
-  for k, v in figures.items():
-    v = np.asarray(v, np.float64)
-    if v.ndim == 0:
-      out[k] = float(v)
-    else:
-      out[k] = float(v.mean())
-      out[f"{k}_std"] = float(v.std(ddof=1)) if v.size > 1 else 0.0
-      out[f"{k}_per_seed"] = [float(x) for x in v]
-  return out
-
-
 def _meta(cfg: Config, step: int, schedule: Schedule, epoch_sums: dict[str, Any],
           epoch_steps: int) -> dict[str, Any]:
   """The checkpoint's JSON item: the config and the progress, with the current
@@ -447,77 +342,3 @@ def _meta(cfg: Config, step: int, schedule: Schedule, epoch_sums: dict[str, Any]
       "epoch_sums": {k: np.asarray(v, np.float64).tolist() for k, v in epoch_sums.items()},
       "config": config_lib.to_dict(cfg),
   }
-
-
-def restore_state(run_dir: str | Path, cfg: Config | None = None,
-                  step: int | None = None) -> tuple[Config, Autoencoder, TrainState, dict]:
-  """Config, model and train state of a run directory's checkpoint."""
-  run_dir = Path(run_dir)
-  from_file = cfg is None
-  cfg = cfg or read_config(run_dir)
-  info_path = run_dir / RUN_FILE
-  if not info_path.exists():
-    raise CheckpointError(f"{run_dir} has no {RUN_FILE}; was it trained?")
-  try:
-    info = json.loads(info_path.read_text())
-    feature_shape = tuple(int(s) for s in info["feature_shape"])
-    steps_per_epoch = int(info["steps_per_epoch"])
-  except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-    raise CheckpointError(f"{info_path} is damaged ({type(e).__name__}: {e}); restore it "
-                          "from a copy: the run is neither used nor resumed without it") from e
-  mesh = parallel.make_mesh(1)
-  # The restored model computes with XLA's products however it was trained (the
-  # parameters are the same): loading a run needs neither MKL nor a compiler.
-  portable = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, cpu_matmuls="xla"))
-  model, _, _, _, abstract = build(
-      portable, feature_shape, steps_per_epoch, mesh)
-  ckpt = Checkpointer(run_dir / CHECKPOINT_DIR, read_only=True)
-  try:
-    if ckpt.latest_step() is None:
-      raise CheckpointError(f"no checkpoint in {run_dir / CHECKPOINT_DIR}; train first")
-    if from_file:
-      _check_saved_model(cfg, ckpt.meta(step), run_dir)
-    state, meta = ckpt.restore(abstract, step)
-  finally:
-    ckpt.close()
-  _check_finite(state.params, run_dir, meta.get("step", step))
-  return cfg, model, state, meta
-
-
-def _check_saved_model(cfg: Config, meta: dict[str, Any], run_dir: Path) -> None:
-  """Refuses a config.json whose model or training settings are not the ones
-  the checkpoint was saved with (edited since): its state would not fit (other
-  widths, another number of seeds), or would load into another function
-  (another activation, another compute dtype) without a word. ``train.epochs``
-  may differ (a resumed run's earlier checkpoints have fewer)."""
-  try:
-    saved = config_lib.from_dict(meta["config"])
-  except Exception:  # pylint: disable=broad-except
-    return  # A checkpoint without a readable config: nothing to compare.
-  differ = []
-  for section in ("model", "train"):
-    mine = config_lib.to_dict(getattr(cfg, section))
-    theirs = config_lib.to_dict(getattr(saved, section))
-    differ += [(f"{section}.{k}", theirs.get(k), mine.get(k))
-               for k in sorted(mine.keys() | theirs.keys())
-               if mine.get(k) != theirs.get(k) and f"{section}.{k}" != "train.epochs"]
-  if differ:
-    shown = "; ".join(f"{key}: {theirs!r} in the checkpoint, {mine!r} in config.json"
-                      for key, theirs, mine in differ[:4])
-    raise CheckpointError(
-        f"{run_dir / CONFIG_FILE} does not describe the run its checkpoint holds "
-        f"({shown}); was it edited? Put the checkpoint's values back")
-
-
-def _check_finite(params: Any, run_dir: Path, step: Any) -> None:
-  """Refuses parameters with NaN or Inf: the checkpoint's files were damaged
-  (a step with a non-finite loss or gradient leaves the parameters unchanged),
-  or an update overflowed them (a learning rate far too large)."""
-  bad = [jax.tree_util.keystr(path) for path, leaf in jax.tree.leaves_with_path(params)
-         if not bool(jnp.all(jnp.isfinite(leaf)))]
-  if bad:
-    raise CheckpointError(
-        f"checkpoint {step} in {run_dir / CHECKPOINT_DIR} holds NaN or Inf in "
-        f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}: its files are damaged, or "
-        "its training diverged (see train/skipped in metrics.jsonl); delete that step's "
-        "folder to fall back to an earlier one")

@@ -24,11 +24,8 @@ try:
 except ImportError:  # Not a POSIX system: no lock.
   fcntl = None
 
-import numpy as np
-
 from flaxae import config as config_lib
 from flaxae.config import Config
-from flaxae.data import stream
 from flaxae.data.sources import DEFAULT_DIRS
 from flaxae.errors import CheckpointError, ConfigError
 
@@ -104,32 +101,6 @@ def read_config(run_dir: str | Path) -> Config:
   if not path.exists():
     raise CheckpointError(f"{run_dir} is not a flaxae run directory (no {CONFIG_FILE})")
   return config_lib.read(path, error=CheckpointError)
-
-
-def data_digest(train_set: Any, test_x: np.ndarray) -> str:
-  """A digest of the data a run trains on: 64 training rows spread over the
-  set and the first 64 test rows, as the model sees them (float32), so that a
-  run directory is not resumed on other data of the same shape."""
-  n = len(train_set)
-  positions = np.unique(np.linspace(0, n - 1, min(n, 64)).astype(np.int64))
-  rows = train_set.rows(positions) if isinstance(train_set, stream.MappedSet) else (
-      train_set[positions])
-  h = hashlib.blake2b(digest_size=8)
-  for part in (rows, test_x[:64]):
-    part = np.ascontiguousarray(part, np.float32)
-    h.update(repr(part.shape).encode())
-    h.update(part.tobytes())
-  return h.hexdigest()
-
-
-def digest_of_test_set(test_x: np.ndarray) -> str:
-  """A digest of every value of the test set (as the model sees them), which
-  a run's figures are computed on: ``flaxae eval`` refuses a test set changed
-  anywhere since training."""
-  x = np.ascontiguousarray(test_x, np.float32)
-  h = hashlib.blake2b(repr(x.shape).encode(), digest_size=8)
-  h.update(x.data)
-  return h.hexdigest()
 
 
 def has_checkpoint(run_dir: Path) -> bool:

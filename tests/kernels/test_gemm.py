@@ -16,7 +16,8 @@ from flaxae.config import Config, ModelConfig, TrainConfig
 from flaxae.errors import ConfigError, KernelError
 from flaxae.kernels import native
 from flaxae.models import build_model
-from flaxae.train.loop import setup, train_and_evaluate
+from flaxae.train.build import setup
+from flaxae.train.loop import train_and_evaluate
 
 from tests.train.helpers import rel_diff, trained_state
 

@@ -10,7 +10,7 @@ import numpy as np
 from flaxae.config import Config, DataConfig, ModelConfig, TrainConfig
 from flaxae.data import load_dataset
 from flaxae.train import parallel
-from flaxae.train.loop import setup
+from flaxae.train.build import setup
 from flaxae.train.step import eval_step, summarize_eval
 
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from flaxae.config import Config, ModelConfig, TrainConfig
 from flaxae.train import parallel
-from flaxae.train.loop import setup
+from flaxae.train.build import setup
 
 
 def rel_diff(a, b) -> float:

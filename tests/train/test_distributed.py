@@ -18,7 +18,8 @@ from flaxae.config import CheckpointConfig, Config, DataConfig, ModelConfig, Tra
 from flaxae.data import load_dataset
 from flaxae.kernels import native
 from flaxae.train.loop import train_and_evaluate
-from flaxae.train.rundir import data_digest, has_checkpoint
+from flaxae.data.digest import data_digest
+from flaxae.train.rundir import has_checkpoint
 
 from tests.train.helpers import rel_diff
 
@@ -172,7 +173,7 @@ def _worker(i, run_dir, port, extra):
 
 def _one_row_apart(tmp_path):
   """Two .npy files that differ in one byte of a training row that the resume
-  digest (:func:`flaxae.train.rundir.data_digest`) does not sample."""
+  digest (:func:`flaxae.data.digest.data_digest`) does not sample."""
   data = np.random.default_rng(0).integers(0, 256, (512, 8, 8), np.uint8)
   files = [tmp_path / "data0.npy", tmp_path / "data1.npy"]
   np.save(files[0], data)

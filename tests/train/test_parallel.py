@@ -104,7 +104,7 @@ def test_epoch_orders_follow_the_step_and_each_models_key():
 
 def test_eigen_matmuls_leave_out_ynnpack_and_train_the_same_model(one_device):
   from flaxae.config import Config, TrainConfig  # pylint: disable=import-outside-toplevel
-  from flaxae.train.loop import setup  # pylint: disable=import-outside-toplevel
+  from flaxae.train.build import setup  # pylint: disable=import-outside-toplevel
 
   def hlo(cpu_matmuls):
     train = TrainConfig(num_devices=1, batch_size=32, cpu_matmuls=cpu_matmuls)

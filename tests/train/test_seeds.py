@@ -11,7 +11,8 @@ from jax.sharding import PartitionSpec as P
 import flaxae
 from flaxae import cli
 from flaxae.config import CheckpointConfig, Config, DataConfig, ModelConfig, TrainConfig
-from flaxae.train.loop import each_seed_variables, seed_variables, train_and_evaluate
+from flaxae.train.loop import train_and_evaluate
+from flaxae.train.seeds import each_seed_variables, seed_variables
 
 from tests.train.helpers import rel_diff, trained_state
 
