@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from typing import Any, Iterator
 
 import jax
@@ -109,6 +110,7 @@ class Checkpointer:
 
   @contextlib.contextmanager
   def _reading(self, step: int) -> Iterator[None]:
+    _ignore_callbacks_into_closed_loops()
     try:
       yield
     except Exception as e:  # Orbax raises many types for a damaged directory.
@@ -130,6 +132,29 @@ class Checkpointer:
         self._manager.wait_until_finished()
       finally:
         self._manager.close()
+
+
+def _ignore_callbacks_into_closed_loops() -> None:
+  """Drops the "Event loop is closed" errors of TensorStore's callbacks.
+
+  A restore that fails (a damaged file) leaves TensorStore's other reads in
+  flight; as they finish, their callbacks call into the asyncio loop Orbax
+  has closed, and each error reaches ``sys.unraisablehook``, whose default
+  prints a traceback: dozens, during the failed restore and for a moment
+  after it, around the one error that says what failed. The filter, chained
+  in front of the hook in place once per process, drops exactly those.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, "flaxae_closed_loop_filter", False):
+    return
+
+  def hook(unraisable):
+    error = unraisable.exc_value
+    if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+      previous(unraisable)
+
+  hook.flaxae_closed_loop_filter = True
+  sys.unraisablehook = hook
 
 
 def abstract_like(tree: Any) -> Any:

@@ -4,6 +4,9 @@ complete checkpoint stays; a damaged or mismatched checkpoint is refused."""
 import errno
 import json
 import shutil
+import sys
+import time
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -92,6 +95,27 @@ def test_damaged_parameters_are_refused_not_loaded(run_dir, tmp_path):
   with pytest.raises(CheckpointError, match=f"checkpoint {step + 1} .* holds NaN or Inf"):
     flaxae.load(run)
   assert flaxae.load(run, step=step).state.steps_done == step
+
+
+def test_a_damaged_checkpoint_reports_nothing_else(run_dir, tmp_path, monkeypatch):
+  # Reads still in flight after the first failed one ended in dozens of
+  # "Event loop is closed" errors of TensorStore's threads (printed by
+  # sys.unraisablehook), during the failed restore and after load had raised.
+  run = _copy(run_dir, tmp_path)
+  for path in (run / "checkpoints").rglob("*"):
+    if path.is_file() and "state" in path.parts and "d" in path.parts:
+      data = bytearray(path.read_bytes())
+      data[100::7] = bytes(b ^ 0xFF for b in data[100::7])
+      path.write_bytes(bytes(data))
+  reported = []
+  monkeypatch.setattr(sys, "unraisablehook", reported.append)
+  with pytest.raises(CheckpointError, match="cannot be read"):
+    flaxae.load(run)
+  time.sleep(2.0)
+  assert not [u for u in reported if "Event loop is closed" in str(u.exc_value)]
+  # Any other unraisable error still reaches the hook in place.
+  sys.unraisablehook(SimpleNamespace(exc_value=ValueError("other")))
+  assert [str(u.exc_value) for u in reported] == ["other"]
 
 
 @pytest.mark.parametrize("step", ["22", 2.0, True])
