@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import time
 from typing import Any
 
@@ -203,6 +204,20 @@ def tiled(x: np.ndarray, num: int) -> np.ndarray:
   return np.concatenate([x] * reps)[:num] if reps > 1 else x[:num]
 
 
+def _check_fits(num: int, train_x: np.ndarray) -> None:
+  """Refuses a repeated training set of ``num`` examples that would take more
+  than half of this machine's memory (``--samples`` too large)."""
+  need = num * train_x[:1].nbytes
+  try:
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  except (AttributeError, ValueError, OSError):  # Not a POSIX system: no check.
+    return
+  if need > memory // 2:
+    raise ConfigError(
+        f"--samples asks for {num:,} examples per repetition: {need / 2**30:.1f} GiB as "
+        f"float32, more than half of this machine's {memory / 2**30:.0f} GiB; lower --samples")
+
+
 def user_benchmark(cfg: Config, *, batch_sizes: tuple[int, ...] = (), samples: int = 16384,
                    reps: int = 5, inference: bool = True, roofline: bool = True,
                    json_out: str = "", overwrite: bool = False) -> list[dict[str, Any]]:
@@ -214,33 +229,44 @@ def user_benchmark(cfg: Config, *, batch_sizes: tuple[int, ...] = (), samples: i
   (an existing ``json_out`` only with ``overwrite``, checked before timing).
   """
   from flaxae.data import load_dataset  # pylint: disable=import-outside-toplevel
-  cfg = config_lib.validate(cfg)
   for name, value in (("reps", reps), ("samples", samples)):
     if value <= 0:
       raise ConfigError(f"{name} must be positive, got {value}")
   if any(bs <= 0 for bs in batch_sizes):
     raise ConfigError(f"batch sizes must be positive, got {','.join(map(str, batch_sizes))}")
+  # Every batch size's config is checked before anything is timed (a setting
+  # that only one of them refuses would otherwise lose the others' results).
+  configs = [config_lib.validate(dataclasses.replace(
+      cfg, train=dataclasses.replace(cfg.train, batch_size=bs)))
+             for bs in batch_sizes or (cfg.train.batch_size,)]
+  cfg = configs[0]
   if json_out:
     io.check_output(json_out, overwrite)
+  mesh = parallel.make_mesh(cfg.train.num_devices, cfg.train.num_seeds)
   with compilation_cache(cfg.compilation_cache):
     train_x = load_dataset(cfg.data).train_x
+    sizes = [steps_per_rep(c.train.batch_size, samples) * c.train.batch_size for c in configs]
+    for c, size in zip(configs, sizes):
+      parallel.check_batch(c.train.batch_size, mesh, size)
+    _check_fits(max(sizes), train_x)
     peak = None
     if roofline:
       peak = matmul_peak(repeats=5, dtype=cfg.train.compute_dtype)
     records = []
-    for bs in batch_sizes or (cfg.train.batch_size,):
-      run_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=bs))
-      steps = steps_per_rep(bs, samples)
-      rec = run(run_cfg, tiled(train_x, steps * bs), reps=reps, inference=inference,
+    for run_cfg, size in zip(configs, sizes):
+      rec = run(run_cfg, tiled(train_x, size), reps=reps, inference=inference,
                 resident_bytes=True)
       rec["train_gflops"] = (rec["train"]["samples_per_s"] *
                              train_flops_per_sample(rec["macs_per_sample"]) / 1e9)
       if peak:
         rec["roofline_pct"] = 100 * rec["train_gflops"] / peak["peak_gflops"]
       records.append(rec)
+  seeds = cfg.train.num_seeds
   print(f"{cfg.model.arch} AE, {cfg.model.kind}, {cfg.model.loss} loss, "
         f"{cfg.train.optimizer}, data {cfg.data.name} {tuple(train_x.shape[1:])}, "
-        f"{records[0]['platform']}; {reps} repetitions of ~{samples} examples")
+        f"{records[0]['platform']}; {reps} repetitions of ~{samples} examples" + (
+            f"; {seeds} models at once (train.num_seeds): training samples/s and GFLOP/s "
+            "are summed over them, inference is one model's" if seeds > 1 else ""))
   print("| batch | dev | train samples/s (median) | min–max | GFLOP/s | % peak | "
         "compile s | infer samples/s | peak RSS MiB |")
   print("|---|---|---|---|---|---|---|---|---|")

@@ -250,6 +250,27 @@ def test_cli_bench(tmp_path, capsys):
   assert json.loads(out.read_text())["config"]["data"]["binarize"] is True
 
 
+@pytest.mark.devices(2)
+def test_cli_bench_checks_every_batch_size_before_timing(tmp_path, capsys, monkeypatch):
+  # Batch 16 was timed, then batch 7 refused (not split over the devices) and
+  # batch 16's figures lost; micro-batches were checked against the unused
+  # train.batch_size; a --samples beyond memory ended in a MemoryError.
+  timed = []
+  monkeypatch.setattr(benchmark, "run", lambda *a, **k: timed.append(a) or {})
+  for argv, message in [
+      (["--batch_sizes=16,7"], "batch size 7 is not divisible by the number of devices"),
+      (["--samples=10000000000"], "lower --samples"),
+      (["--batch_sizes=16,12", "--train.micro_batch_size=8"],
+       "micro_batch_size=8 must divide train.batch_size=12")]:
+    assert cli.main(["bench", "--model.widths=16,4", "--reps=1", *argv]) == 2
+    assert message in capsys.readouterr().err
+  assert not timed
+  monkeypatch.undo()
+  assert cli.main(["bench", "--model.widths=16,4", "--batch_sizes=8", "--samples=16",
+                   "--reps=1", "--train.micro_batch_size=4", "--train.num_seeds=2"]) == 0
+  assert "2 models at once" in capsys.readouterr().out
+
+
 def test_cli_bench_many_seeds_counts_every_model(tmp_path):
   out = tmp_path / "b.json"
   status = cli.main(["bench", "--model.widths=16,4", "--batch_sizes=16", "--samples=32",
