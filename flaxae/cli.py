@@ -116,9 +116,7 @@ def evaluate(run_dir: _RunDir, json_out: str = "", overwrite: bool = False,
   # pylint: disable=import-outside-toplevel
   from flaxae import io
   from flaxae.api import load
-  from flaxae.data import load_dataset
-  from flaxae.data.digest import data_digest, test_set_digest
-  from flaxae.train.rundir import RUN_FILE, check_same_data
+  from flaxae.train.rundir import own_data
   if not noise:
     raise ConfigError("--noise needs a corruption (gaussian:0.5, mask:0.5, salt_pepper:0.1), "
                       "auto or none")
@@ -126,12 +124,7 @@ def evaluate(run_dir: _RunDir, json_out: str = "", overwrite: bool = False,
     io.check_output(json_out, overwrite)
   every = seed_index == -1
   run = load(run_dir, seed_index=0 if every else seed_index)
-  ds = load_dataset(run.config.data)
-  now = {"data_digest": data_digest(ds.train_x, ds.test_x), "num_test": len(ds.test_x),
-         "test_digest": test_set_digest(ds.test_x)}
-  check_same_data(run.dir, now,
-                  advice=f"its figures on this data would not be the run's (see {RUN_FILE})")
-  test_x = ds.test_x
+  test_x = own_data(run.dir, run.config, "its figures").test_x
   noise = None if noise == "auto" else noise
   if every:
     figures = run.evaluate_each(test_x, noise=noise)

@@ -221,3 +221,10 @@ def test_eval_refuses_test_data_changed_past_the_sampled_rows(tmp_path):
   out = flaxae("eval", str(run_dir))
   assert out.returncode == 2 and "test_digest" in out.stderr, out.stderr
   assert flaxae("eval", str(run_dir), "--noise=").returncode == 2
+  # Pictures of the test set's codes, and of the training codes' statistics,
+  # were drawn from the changed data as the run's.
+  for picture in ("latent", "grid"):
+    out = flaxae("plot", str(run_dir), picture, "-o", str(tmp_path / f"{picture}.png"))
+    assert out.returncode == 2, out.stderr
+    assert "its pictures" in out.stderr or "its code statistics" in out.stderr, out.stderr
+    assert not (tmp_path / f"{picture}.png").exists()

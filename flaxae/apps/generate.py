@@ -42,8 +42,8 @@ def code_stats(run: Run, x: np.ndarray | None = None,
   """Statistics of the codes of ``x`` (or of ``codes``, or of the training set)."""
   if codes is None:
     if x is None:
-      from flaxae.data import load_dataset  # pylint: disable=import-outside-toplevel
-      x = load_dataset(run.config.data).train_x
+      from flaxae.train.rundir import own_data  # pylint: disable=import-outside-toplevel
+      x = own_data(run.dir, run.config, "its code statistics").train_x
     codes = run.encode(x)
   z = np.asarray(codes, np.float64)
   if z.ndim < 2 or not len(z):

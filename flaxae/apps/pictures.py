@@ -43,8 +43,8 @@ METHODS = {"latent": ("auto", "pca", "tsne", "direct"), "interpolate": ("linear"
 
 
 def _test_set(run: Run) -> tuple[np.ndarray, np.ndarray | None]:
-  from flaxae.data import load_dataset  # pylint: disable=import-outside-toplevel
-  ds = load_dataset(run.config.data)
+  from flaxae.train.rundir import own_data  # pylint: disable=import-outside-toplevel
+  ds = own_data(run.dir, run.config, "its pictures")
   return ds.test_x, ds.test_y
 
 

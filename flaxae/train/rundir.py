@@ -103,6 +103,21 @@ def read_config(run_dir: str | Path) -> Config:
   return config_lib.read(path, error=CheckpointError)
 
 
+def own_data(run_dir: Path, cfg: Config, use: str) -> Any:
+  """The data set ``cfg.data`` names (:func:`flaxae.data.load_dataset`),
+  refused if it is not the one the run in ``run_dir`` trained on (``run.json``'s
+  digests): what ``use`` computes from it would not be the run's."""
+  # pylint: disable=import-outside-toplevel
+  from flaxae.data import load_dataset
+  from flaxae.data.digest import data_digest, test_set_digest
+  ds = load_dataset(cfg.data)
+  now = {"data_digest": data_digest(ds.train_x, ds.test_x), "num_test": len(ds.test_x),
+         "test_digest": test_set_digest(ds.test_x)}
+  check_same_data(run_dir, now, advice=f"{use} on this data would not be the run's "
+                                       f"(see {RUN_FILE})")
+  return ds
+
+
 def has_checkpoint(run_dir: Path) -> bool:
   """Whether ``run_dir`` holds a finished checkpoint (a folder named by its
   step; Orbax renames it so when complete). A directory without one (a first
