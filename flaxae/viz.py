@@ -132,6 +132,8 @@ def save_samples(images: np.ndarray, path: str | os.PathLike, cols: int = 8, *,
                  title: str | None = None,
                  image_shape: tuple[int, ...] | None = None) -> None:
   """Images ``(N, ...)`` in rows of ``cols`` (the last row padded with white)."""
+  if isinstance(cols, bool) or not isinstance(cols, (int, np.integer)) or cols < 1:
+    raise ConfigError(f"cols must be a positive integer, got {cols!r}")
   images = _as_images(images, image_shape)
   n = len(images)
   rows = -(-n // cols)
@@ -146,12 +148,14 @@ def project_2d(codes: np.ndarray, method: str = "auto",
   t-SNE; ``auto`` is direct for 2-D codes and PCA otherwise. Returns the
   points and the method used."""
   z = np.asarray(codes, np.float64)
-  z = z.reshape(len(z), -1) if z.ndim else z
   if method not in ("auto", "direct", "pca", "tsne"):
     raise ConfigError(f"unknown projection {method!r}; known: auto, direct, pca, tsne")
-  if z.ndim != 2 or z.shape[1] < 2:
+  if z.ndim < 2 or not len(z) or np.prod(z.shape[1:]) < 2:
     raise ShapeError(f"codes of shape {np.shape(codes)}: a 2-D picture needs codes "
-                     "(N, ...) of at least 2 values each")
+                     "(N, ...), N ≥ 1, of at least 2 values each")
+  z = z.reshape(len(z), -1)
+  if not np.all(np.isfinite(z)):
+    raise DataError("codes contain NaN or Inf")
   if method == "auto":
     method = "direct" if z.shape[1] == 2 else "pca"
   if method == "direct":
@@ -161,8 +165,6 @@ def project_2d(codes: np.ndarray, method: str = "auto",
   least = 3 if method == "tsne" else 2
   if len(z) < least:
     raise DataError(f"{method} needs at least {least} codes, got {len(z)}")
-  if not np.all(np.isfinite(z)):
-    raise DataError("codes contain NaN or Inf")
   if np.ptp(z, axis=0).max() == 0.0:
     # Every code the same (a collapsed latent space): one point. (scikit-learn's
     # PCA returns NaN for it and its t-SNE crashes the process.)
@@ -184,6 +186,9 @@ def save_latent_scatter(codes: np.ndarray, labels: np.ndarray | None,
                         path: str | os.PathLike, *, method: str = "auto",
                         title: str | None = None, seed: int = 0) -> None:
   """2-D scatter of codes coloured by class (see :func:`project_2d`)."""
+  if labels is not None and np.shape(labels)[:1] != np.shape(codes)[:1]:
+    raise ShapeError(f"labels of shape {np.shape(labels)} for codes of shape "
+                     f"{np.shape(codes)}: one label per code")
   points, used = project_2d(codes, method, seed)
   fig, ax = _subplots(figsize=(6, 5))
   if labels is None:

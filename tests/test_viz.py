@@ -133,3 +133,19 @@ def test_drawing_leaves_the_processs_matplotlib_backend_alone(tmp_path):
                        timeout=120, check=True)
   assert out.stdout.strip() == "svg"
   assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("call,error,message", [
+    # Were IndexError, ZeroDivisionError, a reshape ValueError, an empty plot.
+    (lambda p: viz.save_latent_scatter(np.random.rand(5, 2), np.arange(3), p), ShapeError,
+     "one label per code"),
+    (lambda p: viz.save_samples(np.zeros((3, 8, 8, 1)), p, cols=0), ConfigError,
+     "cols must be a positive integer"),
+    (lambda p: viz.save_latent_scatter(np.zeros((0, 4)), None, p), ShapeError, "N ≥ 1"),
+    (lambda p: viz.save_latent_scatter(np.full((5, 2), np.nan), None, p), DataError,
+     "NaN or Inf"),
+])
+def test_bad_pictures_are_named_and_write_nothing(tmp_path, call, error, message):
+  with pytest.raises(error, match=message):
+    call(tmp_path / "p.png")
+  assert not list(tmp_path.iterdir())

@@ -81,11 +81,14 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
 
 def pca(train_x: np.ndarray, test_x: np.ndarray, dim: int,
         seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-  """Both sets projected on the training set's first ``dim`` principal components."""
+  """Both sets projected on the training set's first ``dim`` principal
+  components (at most as many as the training set has examples or features:
+  a code wider than the image gets the whole PCA basis)."""
   from sklearn.decomposition import PCA  # pylint: disable=import-outside-toplevel
+  flat = _flat(train_x)
   with _one_thread():
-    model = PCA(n_components=dim, random_state=seed).fit(_flat(train_x))
-    return model.transform(_flat(train_x)), model.transform(_flat(test_x))
+    model = PCA(n_components=min(dim, *flat.shape), random_state=seed).fit(flat)
+    return model.transform(flat), model.transform(_flat(test_x))
 
 
 def cluster_scores(features: np.ndarray, labels: np.ndarray, n_clusters: int | None = None,
@@ -114,6 +117,7 @@ def probe_table(run: Run, ds: Dataset, *, c: float = 1.0, max_iter: int = 500,
   out["code_seconds"] = time.perf_counter() - start
   start = time.perf_counter()
   pca_tr, pca_te = pca(ds.train_x, ds.test_x, dim, seed)
+  out["pca_dim"] = int(pca_tr.shape[1])
   out["pca"] = linear_probe(pca_tr, train_y, pca_te, test_y, c=c, max_iter=max_iter)
   out["pca_seconds"] = time.perf_counter() - start
   start = time.perf_counter()

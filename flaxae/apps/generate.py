@@ -48,6 +48,8 @@ def code_stats(run: Run, x: np.ndarray | None = None,
   z = np.asarray(codes, np.float64)
   if z.ndim < 2 or not len(z):
     raise DataError(f"code statistics need a batch of codes (N, ...), got shape {z.shape}")
+  if not np.isfinite(z).all():
+    raise DataError("codes contain NaN or Inf values: no statistics of them")
   z = z.reshape(len(z), -1)
   mean = z.mean(axis=0)
   _, s, vt = np.linalg.svd(z - mean, full_matrices=False)
@@ -153,9 +155,13 @@ def traverse(run: Run, x: np.ndarray, dims: list[int] | None = None, n: int = 7,
   stats = stats or code_stats(run)
   z = _code(run, x)
   dims = list(range(min(len(z), 16))) if dims is None else list(dims)
-  bad = [d for d in dims if not 0 <= d < len(z)]
+  if not dims:
+    raise ConfigError("a traversal needs at least one code dimension to move")
+  bad = [d for d in dims if isinstance(d, bool) or not isinstance(d, (int, np.integer))
+         or not 0 <= d < len(z)]
   if bad:
-    raise ShapeError(f"dimensions {bad} are outside the code's {len(z)}")
+    raise ShapeError(f"dimensions {bad} are outside the code's {len(z)} (indices are "
+                     f"integers 0 to {len(z) - 1})")
   steps = np.linspace(-span, span, n)
   codes = np.repeat(z[None], len(dims) * n, axis=0).reshape(len(dims), n, -1)
   for i, d in enumerate(dims):

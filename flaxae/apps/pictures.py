@@ -82,6 +82,9 @@ def draw(run: Run, what: str, path: str | os.PathLike, *, n: int = 0, method: st
   if method and method not in methods:
     known = f"one of {', '.join(methods)}" if methods else "none"
     raise ConfigError(f"picture {what} takes method {known}, got {method!r}")
+  for key, value in (("n", n), ("seed", seed), *(("examples", e) for e in examples)):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+      raise ConfigError(f"{key} takes integers, got {value!r}")
   if n < 0:
     raise ConfigError(f"n must not be negative, got {n}")
   if what in ("grid", "interpolate", "traverse") and n == 1:
@@ -103,6 +106,8 @@ def draw(run: Run, what: str, path: str | os.PathLike, *, n: int = 0, method: st
                     title=f"{name}: decoded latent plane")
   else:
     x, y = _test_set(run)
+    if what in ("latent", "reconstructions"):
+      n = min(n, len(x))  # (The returned settings say how many were drawn.)
     if what == "latent":
       chosen = np.sort(np.random.default_rng(seed).permutation(len(x))[:n])
       codes = run.encode(x[chosen])
@@ -123,9 +128,11 @@ def draw(run: Run, what: str, path: str | os.PathLike, *, n: int = 0, method: st
         raise ConfigError("traverse needs an example to start from (the first of examples)")
       start = _example(x, examples[0])
       images = generate.traverse(run, start, n=n)
+      size = int(np.prod(run.model.code_shape))
+      which = ("each code dimension" if len(images) == size else
+               f"code dimensions 0-{len(images) - 1} of {size}, each")
       viz.save_mosaic(images, path, image_shape=shape,
                       row_labels=[f"z{d}" for d in range(len(images))],
-                      title=f"{name}: each code dimension ±2.5 std from example "
-                            f"{examples[0]}")
+                      title=f"{name}: {which} ±2.5 std from example {examples[0]}")
   return {"picture": what, "file": os.fspath(path), "n": n, "method": method,
           "examples": list(examples), "seed": seed}

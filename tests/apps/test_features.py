@@ -42,6 +42,15 @@ def test_clustering_scores(digits_run, digits):
   assert features.cluster_scores(perfect, y) == {"nmi": 1.0, "ari": 1.0}
 
 
+def test_pca_baseline_of_a_code_wider_than_the_data_takes_the_whole_basis():
+  # A 100-value code of 64-pixel digits asked scikit-learn for 100 components.
+  rng = np.random.default_rng(0)
+  train, test = rng.random((80, 8, 8, 1)), rng.random((20, 8, 8, 1))
+  tr, te = features.pca(train, test, 100)
+  assert tr.shape == (80, 64) and te.shape == (20, 64)
+  assert features.pca(train[:30], test, 100)[0].shape == (30, 30)
+
+
 def test_probes_need_labels(digits_run, digits):
   unlabelled = Dataset("x", digits.train_x, digits.test_x)
   with pytest.raises(DataError, match="has no labels"):

@@ -106,6 +106,21 @@ def test_counts_below_one_are_refused(digits_run, digits, call, message):
     call(digits_run, digits.test_x[0])
 
 
+@pytest.mark.parametrize("dims,error,message", [
+    ([], ConfigError, "at least one code dimension"),  # Was a reshape ValueError.
+    ([0.5], ShapeError, "outside the code"),  # Was an IndexError.
+    ([True], ShapeError, "outside the code"),
+])
+def test_traversal_dimensions_are_checked(digits_run, digits, dims, error, message):
+  with pytest.raises(error, match=message):
+    G.traverse(digits_run, digits.test_x[0], dims=dims, n=3)
+
+
+def test_code_stats_of_nan_codes_is_a_data_error():
+  with pytest.raises(DataError, match="NaN or Inf"):  # Was NumPy's LinAlgError.
+    G.code_stats(LinearRun(), codes=np.full((3, 2), np.nan))
+
+
 def test_code_stats_of_no_codes_is_a_data_error():
   with pytest.raises(DataError, match="need a batch of codes"):
     G.code_stats(LinearRun(), codes=np.zeros((0, 2)))

@@ -65,6 +65,12 @@ def test_every_picture_from_the_command_line(digits_run, tmp_path, capsys):
     assert image.ndim == 3 and image.std() > 0.01, what  # A picture, not a blank.
 
 
+def test_counts_beyond_the_test_set_draw_it_all_and_say_so(digits_run, digits, tmp_path):
+  # n=100000 drew all 359 images and reported n=100000.
+  drawn = pictures.draw(digits_run, "reconstructions", tmp_path / "r.png", n=10**5)
+  assert drawn["n"] == len(digits.test_x)
+
+
 @pytest.mark.parametrize("kwargs,error,message", [
     ({"what": "cloud"}, ConfigError, "unknown picture 'cloud'"),
     ({"what": "latent", "method": "slerp"}, ConfigError, "takes method one of auto"),
@@ -76,6 +82,10 @@ def test_every_picture_from_the_command_line(digits_run, tmp_path, capsys):
     ({"what": "latent", "seed": -1}, ConfigError, "seed must be in"),
     ({"what": "traverse", "examples": ()}, ConfigError, "needs an example to start from"),
     ({"what": "reconstructions", "n": -3}, ConfigError, "n must not be negative"),
+    # Were IndexError / TypeError from NumPy.
+    ({"what": "interpolate", "examples": (0.5, 1)}, ConfigError, "examples takes integers"),
+    ({"what": "latent", "seed": 1.5}, ConfigError, "seed takes integers"),
+    ({"what": "latent", "n": 2.5}, ConfigError, "n takes integers"),
 ])
 def test_bad_requests_are_named_and_write_nothing(digits_run, tmp_path, kwargs, error,
                                                   message):
