@@ -47,14 +47,16 @@ def _array(x, what: str) -> np.ndarray:
 def _float32(x: np.ndarray, what: str, images: bool) -> np.ndarray:
   """Checked float32 values of ``x``: no NaN or Inf; images (uint8 divided by
   255) in [0, 1]."""
-  x = x.astype(np.float32) / 255.0 if images and x.dtype == np.uint8 else (
+  dtype = x.dtype
+  x = x.astype(np.float32) / 255.0 if images and dtype == np.uint8 else (
       x.astype(np.float32))
   if not np.all(np.isfinite(x)):
     raise DataError(f"{what} contain NaN or Inf")
   if images and (x.min(initial=0.0) < 0.0 or x.max(initial=0.0) > 1.0):
+    kind = "float" if np.issubdtype(dtype, np.floating) else f"{dtype} (not uint8)"
     raise DataError(
-        f"float inputs must be in [0, 1], got values in "
-        f"[{x.min():.3g}, {x.max():.3g}]; scale them (uint8 is divided by 255)")
+        f"{kind} inputs must be in [0, 1], got values in "
+        f"[{x.min():.3g}, {x.max():.3g}]; scale them, or pass uint8 (divided by 255)")
   return x
 
 

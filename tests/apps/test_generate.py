@@ -124,3 +124,12 @@ def test_code_stats_of_nan_codes_is_a_data_error():
 def test_code_stats_of_no_codes_is_a_data_error():
   with pytest.raises(DataError, match="need a batch of codes"):
     G.code_stats(LinearRun(), codes=np.zeros((0, 2)))
+
+
+def test_integer_images_other_than_uint8_are_named_as_such(digits_run, digits):
+  # int64 0-255 images were told "float inputs must be in [0, 1]".
+  x = np.round(digits.test_x[:2] * 255).astype(np.int64)
+  with pytest.raises(DataError, match=r"int64 \(not uint8\) inputs must be in \[0, 1\]"):
+    digits_run.encode(x)
+  np.testing.assert_array_equal(digits_run.encode(x.astype(np.uint8)),
+                                digits_run.encode(x.astype(np.uint8) / np.float32(255)))
